@@ -1,0 +1,5 @@
+import sys
+
+from batchmail.cli import main
+
+sys.exit(main())

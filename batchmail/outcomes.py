@@ -1,0 +1,59 @@
+"""The shared vocabulary of what happened to one message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    SENT = "sent"  # the server answered 2xx to the end of data
+    FAILED = "failed"  # permanent (5xx): retrying will not help
+    DEFERRED = "deferred"  # transient (4xx, or the connection failed before the data went out)
+    UNKNOWN = "unknown"  # the data went out but no reply came: it may have arrived
+
+
+@dataclass(frozen=True)
+class RecipientRefusal:
+    """One envelope recipient the server refused while accepting others."""
+
+    address: str
+    code: int
+    reply: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of handing one message to a transport.
+
+    ``code``/``reply`` are the server's last relevant reply (None/"" when there was
+    none, e.g. a dropped connection). ``refused`` lists envelope recipients the
+    server refused individually; the message still went to the others when
+    ``status`` is SENT.
+    """
+
+    status: Status
+    code: int | None
+    reply: str
+    refused: tuple[RecipientRefusal, ...] = ()
+    # True when a retry within this run may succeed (4xx, connection failure before data).
+    transient: bool = False
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What goes into MAIL FROM and RCPT TO; never derived from re-parsing headers."""
+
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ComposedMessage:
+    """One recipient's message, ready for a transport: the bytes are exactly what is sent."""
+
+    row_number: int  # 1-based data row in the CSV (the header line is not counted)
+    key: str  # the value of the campaign's key column
+    envelope: Envelope
+    message_id: str  # with angle brackets, as in the header
+    data: bytes  # RFC 5322 message, CRLF line endings, no Bcc header
