@@ -8,10 +8,16 @@ downstream of this module reads raw YAML.
 
 from __future__ import annotations
 
+import codecs
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+import yaml
+
+from batchmail.errors import CampaignError, Problem
 
 Security = Literal["starttls", "tls", "none"]
 DEFAULT_PORTS: dict[str, int] = {"starttls": 587, "tls": 465, "none": 25}
@@ -91,3 +97,418 @@ class Campaign:
         line = self.lines.get(key_path)
         suffix = f", line {line}" if line else ""
         return f"{self.path.name}, {key_path}{suffix}"
+
+
+def load_campaign(path: Path | str) -> Campaign:
+    """Read and validate a campaign file; raise CampaignError listing every problem found."""
+    path = Path(path).absolute()
+    document = _read_yaml(path)
+    reader = _Reader(path)
+    campaign = reader.campaign(document)
+    if reader.problems:
+        raise CampaignError(reader.problems)
+    assert campaign is not None
+    return campaign
+
+
+# --- reading YAML with line numbers -------------------------------------------------------
+
+
+class _Mapping(dict[Any, Any]):
+    """A YAML mapping that remembers the line of each key and of itself."""
+
+    line: int = 0
+    key_lines: dict[Any, int]
+
+
+class _LineLoader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Mapping:
+    loader.flatten_mapping(node)
+    mapping = _Mapping()
+    mapping.line = node.start_mark.line + 1
+    mapping.key_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if not isinstance(key, str | int | float | bool) or key is None:
+            raise yaml.constructor.ConstructorError(
+                None, None, "a key must be a plain word", key_node.start_mark
+            )
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        mapping.key_lines[key] = line
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise CampaignError([Problem(str(path), "campaign file not found")]) from None
+    except IsADirectoryError:
+        raise CampaignError([Problem(str(path), "is a directory, not a campaign file")]) from None
+    except OSError as exc:
+        raise CampaignError([Problem(str(path), f"cannot read: {exc.strerror}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise CampaignError(
+            [
+                Problem(
+                    path.name, f"not UTF-8 text (byte {exc.start}); save the campaign file as UTF-8"
+                )
+            ]
+        ) from exc
+    try:
+        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = (
+            f"{path.name}, line {mark.line + 1}, column {mark.column + 1}" if mark else path.name
+        )
+        what = exc.problem or exc.context or "invalid YAML"
+        raise CampaignError([Problem(where, f"YAML syntax: {what}")]) from exc
+    except yaml.YAMLError as exc:
+        raise CampaignError([Problem(path.name, f"YAML syntax: {exc}")]) from exc
+    except RecursionError as exc:
+        raise CampaignError([Problem(path.name, "YAML nested too deeply")]) from exc
+
+
+# --- the schema -----------------------------------------------------------------------------
+
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_MISSING = object()
+
+
+class _Reader:
+    """Walks the YAML document, building dataclasses and collecting every problem."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.problems: list[Problem] = []
+        self.lines: dict[str, int] = {}
+
+    # -- reporting
+
+    def problem(self, key_path: str, message: str, line: int | None = None) -> None:
+        line = line or self.lines.get(key_path)
+        suffix = f", line {line}" if line else ""
+        label = f"{key_path}: " if key_path else ""
+        self.problems.append(Problem(self.path.name, f"{label}{message}{suffix}"))
+
+    def section(self, parent: Any, key_path: str, keys: set[str]) -> dict[str, Any] | None:
+        """A mapping's known keys; unknown keys are reported. None if it is not a mapping."""
+        if not isinstance(parent, dict):
+            self.problem(key_path, f"expected a mapping, got {_describe(parent)}")
+            return None
+        line = getattr(parent, "line", None)
+        if key_path:
+            self.lines.setdefault(key_path, line or 0)
+        key_lines = getattr(parent, "key_lines", {})
+        values: dict[str, Any] = {}
+        for key, value in parent.items():
+            child = f"{key_path}.{key}" if key_path else str(key)
+            self.lines[child] = key_lines.get(key, 0)
+            if key not in keys:
+                hint = _closest(str(key), keys)
+                known = (
+                    f"did you mean {hint!r}?" if hint else f"known keys: {', '.join(sorted(keys))}"
+                )
+                self.problem(child, f"unknown key ({known})")
+            else:
+                values[key] = value
+        return values
+
+    # -- typed values
+
+    def string(self, values: dict[str, Any], key_path: str, default: Any = _MISSING) -> Any:
+        key = key_path.rsplit(".", 1)[-1]
+        value = values.get(key)
+        if value is None:
+            if default is _MISSING:
+                self.problem(key_path, "missing", self.lines.get(key_path.rsplit(".", 1)[0]))
+            return default
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            self.problem(key_path, f"expected a string, got {_describe(value)}")
+            return default if default is not _MISSING else ""
+        return str(value)
+
+    def integer(
+        self,
+        values: dict[str, Any],
+        key_path: str,
+        default: int,
+        minimum: int = 0,
+        maximum: int | None = None,
+    ) -> int:
+        key = key_path.rsplit(".", 1)[-1]
+        value = values.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problem(key_path, "expected an integer")
+            return default
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = f" and {maximum}" if maximum is not None else ""
+            self.problem(
+                key_path,
+                f"expected an integer between {minimum}{upper}, got {value}"
+                if upper
+                else f"expected an integer of at least {minimum}, got {value}",
+            )
+            return default
+        return value
+
+    def number(
+        self, values: dict[str, Any], key_path: str, default: float, positive: bool = False
+    ) -> float:
+        key = key_path.rsplit(".", 1)[-1]
+        value = values.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            self.problem(key_path, "expected a number")
+            return default
+        if value < 0 or (positive and value == 0) or value == float("inf"):
+            self.problem(
+                key_path,
+                f"expected a {'positive' if positive else 'non-negative'} "
+                f"finite number, got {value}",
+            )
+            return default
+        return float(value)
+
+    def boolean(self, values: dict[str, Any], key_path: str, default: bool) -> bool:
+        value = values.get(key_path.rsplit(".", 1)[-1])
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.problem(key_path, "expected true or false")
+            return default
+        return value
+
+    def file(self, values: dict[str, Any], key_path: str, required: bool) -> Path | None:
+        text = self.string(values, key_path, default=_MISSING if required else None)
+        if text is None or text is _MISSING or text == "":
+            if required and text == "":
+                self.problem(key_path, "must name a file")
+            return None
+        resolved = (self.path.parent / text).resolve()
+        if not resolved.is_file():
+            state = "is not a file" if resolved.exists() else "not found"
+            self.problem(key_path, f"{text} {state} (looked for {resolved})")
+            return None
+        return resolved
+
+    # -- sections
+
+    def campaign(self, document: Any) -> Campaign | None:
+        top = self.section(document, "", {"name", "smtp", "recipients", "message", "send"})
+        if top is None:
+            return None
+        name = self.string(top, "name", default=self.path.stem)
+        if name and not _NAME_PATTERN.fullmatch(name):
+            self.problem(
+                "name",
+                f"{name!r} may hold only letters, digits, '.', '_' and '-' "
+                "(it names the state directory)",
+            )
+        smtp = self.smtp(top.get("smtp", _MISSING))
+        recipients = self.recipients(top.get("recipients", _MISSING))
+        message = self.message(top.get("message", _MISSING))
+        send = self.send(top.get("send") if top.get("send") is not None else {})
+        if self.problems or None in (smtp, recipients, message, send):
+            return None
+        assert smtp and recipients and message and send
+        return Campaign(self.path, name, smtp, recipients, message, send, dict(self.lines))
+
+    def smtp(self, value: Any) -> SmtpConfig | None:
+        if value is _MISSING or value is None:
+            self.problem(
+                "smtp", "missing (a server mapping, or `embedded` for the built-in test server)"
+            )
+            return None
+        if value == "embedded":
+            return SmtpConfig(host="127.0.0.1", port=0, security="none", embedded=True)
+        keys = {
+            "host",
+            "port",
+            "security",
+            "username",
+            "password_env",
+            "password_command",
+            "timeout",
+            "data_timeout",
+            "ca_file",
+            "insecure_auth",
+        }
+        values = self.section(value, "smtp", keys)
+        if values is None:
+            return None
+        host = self.string(values, "smtp.host")
+        security = self.string(values, "smtp.security", default="starttls")
+        if security not in DEFAULT_PORTS:
+            self.problem("smtp.security", f"expected starttls, tls or none, got {security!r}")
+            security = "starttls"
+        port = self.integer(values, "smtp.port", DEFAULT_PORTS[security], 1, 65535)
+        username = self.string(values, "smtp.username", default=None) or None
+        password_env = self.string(values, "smtp.password_env", default=None) or None
+        password_command = self.string(values, "smtp.password_command", default=None) or None
+        if password_env and password_command:
+            self.problem("smtp.password_command", "give password_env or password_command, not both")
+        insecure_auth = self.boolean(values, "smtp.insecure_auth", False)
+        if username and security == "none" and not insecure_auth:
+            self.problem(
+                "smtp.username",
+                "refusing to send a password over an unencrypted "
+                "connection (security: none); use starttls or tls, or set "
+                "`insecure_auth: true` for a trusted local relay",
+            )
+        return SmtpConfig(
+            host=host if host is not _MISSING else "",
+            port=port,
+            security=security,  # type: ignore[arg-type]
+            username=username,
+            password_env=password_env,
+            password_command=password_command,
+            timeout=self.number(values, "smtp.timeout", 30.0, positive=True),
+            data_timeout=self.number(values, "smtp.data_timeout", 600.0, positive=True),
+            ca_file=self.file(values, "smtp.ca_file", required=False),
+            insecure_auth=insecure_auth,
+        )
+
+    def recipients(self, value: Any) -> RecipientsConfig | None:
+        if value is _MISSING or value is None:
+            self.problem("recipients", "missing (a mapping with at least `file:`)")
+            return None
+        values = self.section(value, "recipients", {"file", "encoding", "key"})
+        if values is None:
+            return None
+        file = self.file(values, "recipients.file", required=True)
+        encoding = self.string(values, "recipients.encoding", default="utf-8")
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            self.problem(
+                "recipients.encoding",
+                f"unknown encoding {encoding!r} (e.g. utf-8, cp1252, latin-1, gbk)",
+            )
+        key = self.string(values, "recipients.key", default="email")
+        if not key:
+            self.problem("recipients.key", "must name a column")
+        return RecipientsConfig(file, encoding, key) if file else None
+
+    def message(self, value: Any) -> MessageConfig | None:
+        if value is _MISSING or value is None:
+            self.problem("message", "missing (from, to, subject and a text or html template)")
+            return None
+        keys = {
+            "from",
+            "to",
+            "cc",
+            "bcc",
+            "reply_to",
+            "subject",
+            "text",
+            "html",
+            "attachments",
+            "headers",
+        }
+        values = self.section(value, "message", keys)
+        if values is None:
+            return None
+        from_ = self.string(values, "message.from")
+        to = self.string(values, "message.to")
+        subject = self.string(values, "message.subject")
+        text = self.file(values, "message.text", required=False)
+        html = self.file(values, "message.html", required=False)
+        if values.get("text") in (None, "") and values.get("html") in (None, ""):
+            self.problem(
+                "message",
+                "needs a `text` or an `html` template (or both)",
+                self.lines.get("message"),
+            )
+        return MessageConfig(
+            from_=from_ if from_ is not _MISSING else "",
+            to=to if to is not _MISSING else "",
+            subject=subject if subject is not _MISSING else "",
+            cc=self.string(values, "message.cc", default=""),
+            bcc=self.string(values, "message.bcc", default=""),
+            reply_to=self.string(values, "message.reply_to", default=""),
+            text=text,
+            html=html,
+            attachments=self.attachments(values.get("attachments")),
+            headers=self.headers(values.get("headers")),
+        )
+
+    def attachments(self, value: Any) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self.problem("message.attachments", "expected a list of file paths")
+            return ()
+        paths: list[str] = []
+        for index, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip():
+                self.problem(
+                    f"message.attachments[{index}]",
+                    "expected a file path",
+                    self.lines.get("message.attachments"),
+                )
+            else:
+                paths.append(item)
+        return tuple(paths)
+
+    def headers(self, value: Any) -> tuple[tuple[str, str], ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, dict):
+            self.problem("message.headers", "expected a mapping of header name to value")
+            return ()
+        headers: list[tuple[str, str]] = []
+        key_lines = getattr(value, "key_lines", {})
+        for name, item in value.items():
+            key_path = f"message.headers.{name}"
+            self.lines[key_path] = key_lines.get(name, 0)
+            if not isinstance(name, str) or not re.fullmatch(r"[!-9;-~]+", name):
+                self.problem(key_path, "not a valid header name")
+            elif isinstance(item, bool) or not isinstance(item, str | int | float):
+                self.problem(key_path, "expected a string")
+            else:
+                headers.append((name, str(item)))
+        return tuple(headers)
+
+    def send(self, value: Any) -> SendConfig | None:
+        values = self.section(value, "send", {"rate", "max_per_session", "retries", "retry_delay"})
+        if values is None:
+            return None
+        return SendConfig(
+            rate=self.number(values, "send.rate", 0.0),
+            max_per_session=self.integer(values, "send.max_per_session", 0),
+            retries=self.integer(values, "send.retries", 3, 0, 100),
+            retry_delay=self.number(values, "send.retry_delay", 2.0),
+        )
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _closest(word: str, choices: set[str]) -> str | None:
+    import difflib
+
+    matches = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.7)
+    return matches[0] if matches else None
