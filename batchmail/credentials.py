@@ -51,8 +51,7 @@ def _password_from_command(command: str, campaign_file: str) -> str:
         done = subprocess.run(
             argv,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            capture_output=True,
             timeout=_COMMAND_TIMEOUT,
             check=False,
         )
@@ -77,7 +76,8 @@ def _password_from_prompt(config: SmtpConfig, campaign_file: str) -> str:
             [
                 Problem(
                     f"{campaign_file}, smtp",
-                    f"a password is needed for {config.username} but there is no terminal to ask on; "
+                    f"a password is needed for {config.username} but there is no terminal "
+                    "to ask on; "
                     "set smtp.password_env or smtp.password_command",
                 )
             ]
