@@ -1,0 +1,326 @@
+"""The command line: parse arguments, call the library, print, and map errors to exit codes.
+
+This is the only module that prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from batchmail import __version__
+from batchmail.campaign import Campaign, load_campaign
+from batchmail.check import MessageFactory, check_campaign
+from batchmail.delivery import RunResult, dry_run, send
+from batchmail.errors import BatchmailError, CampaignError, Problem
+from batchmail.journal import Journal
+from batchmail.outcomes import ComposedMessage, Outcome, Status
+from batchmail.recipients import read_rows
+from batchmail.report import STATUSES, count_statuses, journal_path, recipient_statuses
+from batchmail.runner import select_resendable
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT, EXIT_ABORTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except BatchmailError as exc:
+        _print_error(exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted; the journal is consistent: run the same command again to continue",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="batchmail",
+        description="Send one personalized message to each row of a CSV, from a YAML campaign "
+        "file and Jinja2 templates, through one SMTP session, with a durable journal.",
+        epilog="Exit codes: 0 every recipient accepted; 1 some failed, deferred or unknown; "
+        "2 bad campaign or input (nothing sent); 3 run aborted; 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"batchmail {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler, help: str) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    check = command(
+        "check",
+        _check,
+        "Validate the campaign, its CSV, templates and attachments without contacting any server.",
+    )
+    check.add_argument("campaign", type=Path, help="the campaign YAML file")
+
+    preview = command(
+        "preview",
+        _preview,
+        "Print one recipient's message exactly as it would be sent (the envelope goes to stderr).",
+    )
+    preview.add_argument("campaign", type=Path, help="the campaign YAML file")
+    preview.add_argument("--row", type=int, default=1, help="data row number, 1-based (default 1)")
+
+    run = command(
+        "run",
+        _run,
+        "Send to every recipient that has no outcome in the journal yet; "
+        "after an interruption, the same command continues where it stopped.",
+    )
+    run.add_argument("campaign", type=Path, help="the campaign YAML file")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="write one .eml per recipient and manifest.csv instead of sending",
+    )
+    run.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="directory for --dry-run (default .batchmail/<name>/outbox/)",
+    )
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
+
+    resend = command(
+        "resend", _resend, "Send again to recipients whose last outcome is failed or deferred."
+    )
+    resend.add_argument("campaign", type=Path, help="the campaign YAML file")
+    resend.add_argument(
+        "--include-unknown",
+        action="store_true",
+        help="also recipients whose outcome is unknown (they may have received it)",
+    )
+    resend.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
+
+    status = command(
+        "status",
+        _status,
+        "Counts per status and every recipient not sent, with the server's reply.",
+    )
+    status.add_argument("campaign", type=Path, help="the campaign YAML file")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sink = command(
+        "sink",
+        _sink,
+        "Run the embedded SMTP server in the foreground, storing every "
+        "message in a Maildir (for trying campaigns out).",
+    )
+    sink.add_argument("--host", default="127.0.0.1")
+    sink.add_argument("--port", type=int, default=8025)
+    sink.add_argument("--maildir", type=Path, default=Path("sink-maildir"))
+
+    init = command("init", _init, "Write a starter campaign (YAML, CSV, templates) into DIR.")
+    init.add_argument("directory", type=Path, metavar="DIR")
+    return parser
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def _check(args: argparse.Namespace) -> int:
+    campaign = load_campaign(args.campaign)
+    report = check_campaign(campaign)
+    if not report.ok:
+        raise CampaignError(report.problems)
+    print(
+        f"{campaign.path.name}: ok, {report.rows} recipient{'s' * (report.rows != 1)}, "
+        "every message renders"
+    )
+    return EXIT_OK
+
+
+def _preview(args: argparse.Namespace) -> int:
+    campaign = load_campaign(args.campaign)
+    factory = MessageFactory.prepare(campaign)
+    for row in read_rows(campaign.recipients):
+        if row.row_number == args.row:
+            if row.recipient is None:
+                raise CampaignError(row.problems)
+            message = factory.build(row.recipient)
+            print(f"MAIL FROM: {message.envelope.mail_from}", file=sys.stderr)
+            print(f"RCPT TO: {', '.join(message.envelope.rcpt_tos)}", file=sys.stderr)
+            sys.stdout.flush()
+            sys.stdout.buffer.write(message.data)
+            sys.stdout.buffer.flush()
+            return EXIT_OK
+    raise CampaignError([Problem(campaign.recipients.file.name, f"there is no row {args.row}")])
+
+
+def _run(args: argparse.Namespace) -> int:
+    campaign = load_campaign(args.campaign)
+    progress = _BarProgress(args.quiet)
+    try:
+        if args.dry_run:
+            result = dry_run(campaign, args.out, progress)
+        else:
+            result = send(campaign, progress=progress)
+    finally:
+        progress.close()
+    return _finish(campaign, args, result, dry=args.dry_run)
+
+
+def _resend(args: argparse.Namespace) -> int:
+    campaign = load_campaign(args.campaign)
+    progress = _BarProgress(args.quiet)
+    try:
+        result = send(campaign, select_resendable(args.include_unknown), progress)
+    finally:
+        progress.close()
+    return _finish(campaign, args, result, dry=False)
+
+
+def _finish(campaign: Campaign, args: argparse.Namespace, result: RunResult, dry: bool) -> int:
+    counts = result.summary.counts
+    if dry:
+        print(
+            f"{campaign.name}: wrote {result.summary.attempted} messages and manifest.csv "
+            f"to {result.delivered_to}"
+        )
+        return EXIT_OK
+    parts = ", ".join(f"{counts[s.value]} {s.value}" for s in Status)
+    done = (
+        f"; {result.summary.skipped} left alone (already in the journal)"
+        if result.summary.skipped
+        else ""
+    )
+    if result.summary.selected == 0:
+        print(f"{campaign.name}: nothing to send{done}.")
+    else:
+        print(f"{campaign.name}: {parts}{done}. Delivered to {result.delivered_to}.")
+    if result.all_sent:
+        return EXIT_OK
+    print(_next_step_hint(campaign, args.campaign), file=sys.stderr)
+    return EXIT_SOME_FAILED
+
+
+def _next_step_hint(campaign: Campaign, path: Path) -> str:
+    with _open_journal(campaign) as journal:
+        counts = count_statuses(recipient_statuses(campaign, journal))
+    hints = []
+    if counts["failed"] or counts["deferred"]:
+        hints.append(
+            f"{counts['failed']} failed and {counts['deferred']} deferred: see "
+            f"`batchmail status {path}`, then `batchmail resend {path}`"
+        )
+    if counts["unknown"]:
+        hints.append(
+            f"{counts['unknown']} unknown (may have been delivered): "
+            f"`batchmail resend {path} --include-unknown` to send them again"
+        )
+    if counts["pending"]:
+        hints.append(f"{counts['pending']} not attempted yet: `batchmail run {path}`")
+    return "\n".join(hints)
+
+
+def _status(args: argparse.Namespace) -> int:
+    campaign = load_campaign(args.campaign)
+    with _open_journal(campaign) as journal:
+        counts: Counter[str] = Counter({status: 0 for status in STATUSES})
+        not_sent = []
+        for status in recipient_statuses(campaign, journal):
+            counts[status.status] += 1
+            if status.status != "sent":
+                not_sent.append(status)  # only the not-sent are kept
+    if args.json:
+        json.dump(
+            {"counts": dict(counts), "recipients": [s.as_json() for s in not_sent]},
+            sys.stdout,
+            ensure_ascii=False,
+            indent=2,
+        )
+        print()
+    else:
+        print(f"{campaign.name}: " + ", ".join(f"{counts[s]} {s}" for s in STATUSES))
+        for status in not_sent:
+            code = f"{status.code} " if status.code else ""
+            reply = f": {code}{status.reply}" if (code or status.reply) else ""
+            print(f"  row {status.row_number}  {status.key}  {status.status}{reply}")
+    return EXIT_OK if counts["sent"] == sum(counts.values()) else EXIT_SOME_FAILED
+
+
+def _open_journal(campaign: Campaign):  # type: ignore[no-untyped-def]
+    return Journal.open_readonly(journal_path(campaign))
+
+
+def _sink(args: argparse.Namespace) -> int:
+    from batchmail.sink import serve
+
+    serve(args.host, args.port, args.maildir, on_ready=lambda text: print(text, flush=True))
+    return EXIT_OK
+
+
+def _init(args: argparse.Namespace) -> int:
+    from batchmail.starter import write_starter
+
+    campaign_file = write_starter(args.directory)
+    print(
+        f"wrote a starter campaign: {campaign_file}\n"
+        f"try it: batchmail check {campaign_file} && batchmail run {campaign_file}"
+    )
+    return EXIT_OK
+
+
+# --- output -----------------------------------------------------------------------------------
+
+
+def _print_error(exc: BatchmailError) -> None:
+    if isinstance(exc, CampaignError):
+        count = len(exc.problems)
+        print(f"batchmail: {count} problem{'s' * (count != 1)}, nothing was sent:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+    else:
+        print(f"batchmail: {exc}", file=sys.stderr)
+
+
+class _BarProgress:
+    """A tqdm bar on stderr when it is a terminal; notes and nothing else otherwise."""
+
+    def __init__(self, quiet: bool, stream: TextIO | None = None) -> None:
+        self._quiet = quiet
+        self._stream = stream or sys.stderr
+        self._bar = None
+        self._counts: Counter[str] = Counter()
+
+    def start(self, total: int) -> None:
+        if self._quiet or not self._stream.isatty():
+            return
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, file=self._stream, unit="msg", dynamic_ncols=True)
+
+    def outcome(self, message: ComposedMessage, outcome: Outcome) -> None:
+        self._counts[outcome.status.value] += 1
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(
+                sent=self._counts["sent"],
+                failed=self._counts["failed"],
+                deferred=self._counts["deferred"],
+                refresh=False,
+            )
+
+    def note(self, text: str) -> None:
+        if self._quiet:
+            return
+        if self._bar is not None:
+            self._bar.write(text, file=self._stream)
+        else:
+            print(text, file=self._stream)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

@@ -1,0 +1,88 @@
+"""Set up a run: validate, lock, journal, credentials, and the transport (a server, the
+embedded sink, or the dry-run outbox); then hand over to the Runner."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from batchmail.campaign import Campaign
+from batchmail.check import require_valid
+from batchmail.credentials import resolve_password
+from batchmail.errors import RunAborted, RunLocked
+from batchmail.journal import Journal
+from batchmail.outbox import Outbox
+from batchmail.report import count_statuses, journal_path, recipient_statuses
+from batchmail.runner import Progress, Runner, RunSummary, Selector, select_pending
+from batchmail.sink import embedded_sink
+from batchmail.smtp import SmtpSession
+
+
+@dataclass(frozen=True)
+class RunResult:
+    summary: RunSummary
+    all_sent: bool  # every CSV recipient's journalled status is `sent` (always True for a dry run)
+    delivered_to: str  # where the messages went: "host:port", the sink's Maildir, or the outbox
+
+
+def dry_run(campaign: Campaign, out_dir: Path | None, progress: Progress | None) -> RunResult:
+    """Write each message as a .eml file plus manifest.csv; no server, no journal."""
+    require_valid(campaign)
+    directory = out_dir or campaign.state_dir / "outbox"
+    outbox = Outbox(directory)
+    runner = Runner(campaign, outbox, None, select=lambda entry: True, progress=progress)
+    return RunResult(runner.run(), True, str(directory))
+
+
+def send(
+    campaign: Campaign, select: Selector = select_pending, progress: Progress | None = None
+) -> RunResult:
+    """`run` (pending recipients) or `resend` (with a resend selector)."""
+    require_valid(campaign)
+    with campaign_lock(campaign), Journal.open(journal_path(campaign)) as journal:
+        with _transport(campaign) as (transport, delivered_to):
+            summary = Runner(campaign, transport, journal, select=select, progress=progress).run()
+        counts = count_statuses(recipient_statuses(campaign, journal))
+    all_sent = sum(counts.values()) == counts["sent"]
+    return RunResult(summary, all_sent, delivered_to)
+
+
+@contextlib.contextmanager
+def _transport(campaign: Campaign) -> Iterator[tuple[SmtpSession, str]]:
+    config = campaign.smtp
+    if config.embedded:
+        maildir = campaign.state_dir / "sink"
+        with embedded_sink(maildir) as (host, port):
+            yield (
+                SmtpSession(config, None, host=host, port=port),
+                f"the embedded server's Maildir {maildir}",
+            )
+        return
+    password = resolve_password(config, campaign.path.name)
+    yield SmtpSession(config, password), f"{config.host}:{config.port}"
+
+
+@contextlib.contextmanager
+def campaign_lock(campaign: Campaign) -> Iterator[None]:
+    """One run or resend per campaign at a time. The OS drops the lock if the process dies."""
+    path = campaign.state_dir / "run.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise RunAborted(f"cannot create the lock file {path}: {exc.strerror}") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLocked(
+                f"{campaign.path.name}: another batchmail run is sending this campaign "
+                f"(lock {path}); wait for it to finish"
+            ) from None
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,71 @@
+"""What the journal says of a campaign, joined with its CSV: counts and who was not sent."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from batchmail.campaign import Campaign
+from batchmail.journal import Journal, JournalEntry
+from batchmail.recipients import read_recipients
+
+STATUSES = ("sent", "failed", "deferred", "unknown", "pending")
+
+
+def journal_path(campaign: Campaign) -> Path:
+    return campaign.state_dir / "journal.sqlite3"
+
+
+@dataclass(frozen=True)
+class RecipientStatus:
+    key: str
+    row_number: int
+    status: str  # one of STATUSES
+    code: int | None
+    reply: str
+    attempts: int
+    message_id: str
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "key": self.key,
+            "status": self.status,
+            "code": self.code,
+            "reply": self.reply,
+            "attempts": self.attempts,
+            "message_id": self.message_id or None,
+        }
+
+
+def recipient_statuses(campaign: Campaign, journal: Journal | None) -> Iterator[RecipientStatus]:
+    """Every CSV recipient in row order with its journalled status (or pending)."""
+    for recipient in read_recipients(campaign.recipients):
+        entry = journal.get(recipient.key) if journal else None
+        yield _status_of(recipient.key, recipient.row_number, entry)
+
+
+def count_statuses(statuses: Iterator[RecipientStatus]) -> Counter[str]:
+    counts: Counter[str] = Counter({status: 0 for status in STATUSES})
+    for status in statuses:
+        counts[status.status] += 1
+    return counts
+
+
+def _status_of(key: str, row_number: int, entry: JournalEntry | None) -> RecipientStatus:
+    if entry is None:
+        return RecipientStatus(key, row_number, "pending", None, "", 0, "")
+    reply = entry.reply
+    if entry.refused:
+        refused = "; ".join(f"{r.address}: {r.code} {r.reply}" for r in entry.refused)
+        reply = f"{reply} (refused: {refused})" if reply else f"refused: {refused}"
+    return RecipientStatus(
+        key,
+        row_number,
+        entry.effective_status,
+        entry.code,
+        reply,
+        entry.attempts,
+        entry.message_id,
+    )
