@@ -172,6 +172,9 @@ class _DecodedLines:
         self._encoding = "utf-8-sig" if info.name == "utf-8" else info.name
         self._decoder = codecs.getincrementaldecoder(self._encoding)(errors="strict")
         self._line = 0
+        self._pending = ""
+        self._bad_pending = False
+        self._bad_text = ""
         self.bad_lines: set[int] = set()
         self.bad_detail: dict[int, str] = {}
 
@@ -179,16 +182,34 @@ class _DecodedLines:
         return self
 
     def __next__(self) -> str:
-        raw = self._handle.readline()  # type: ignore[attr-defined]
-        if not raw:
+        # Raw lines end at the byte 0x0a, which in UTF-16/32 is only half a newline: decode,
+        # then hand csv whole text lines, counting lines in the decoded text.
+        while "\n" not in self._pending:
+            raw = self._handle.readline()  # type: ignore[attr-defined]
+            if not raw:
+                self._pending += self._decode(b"", final=True)
+                break
+            self._pending += self._decode(raw, final=False)
+        if not self._pending:
             raise StopIteration
+        line, newline, self._pending = self._pending.partition("\n")
         self._line += 1
+        if self._bad_pending:
+            self._bad_pending = False
+            self.bad_lines.add(self._line)
+            self.bad_detail[self._line] = self._bad_text
+        return line + newline
+
+    def _decode(self, raw: bytes, final: bool) -> str:
         try:
-            return self._decoder.decode(raw, final=False)
+            return self._decoder.decode(raw, final=final)
         except UnicodeDecodeError as exc:
             self._decoder.reset()
-            self.bad_lines.add(self._line)
-            self.bad_detail[self._line] = (
-                f" (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
-            )
+            if not self._bad_pending:
+                self._bad_pending = True
+                self._bad_text = (
+                    f" (byte 0x{raw[exc.start]:02x} at offset {exc.start + 1})"
+                    if exc.start < len(raw)
+                    else ""
+                )
             return raw.decode(self._encoding, errors="replace")
