@@ -1,0 +1,244 @@
+"""The Jinja2 side: compile every template of a campaign once, render them per recipient.
+
+An undefined variable is always an error (``StrictUndefined``), never an empty string.
+Only the HTML body is autoescaped; the text body, header fields and attachment paths
+are plain text. Every jinja2 error is translated into a located ``CampaignError``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import jinja2
+
+from batchmail.campaign import Campaign
+from batchmail.errors import CampaignError, Problem
+from batchmail.recipients import Recipient
+
+# (RenderedFields attribute, campaign key path) of the inline address and subject templates.
+_INLINE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("from_", "message.from"),
+    ("to", "message.to"),
+    ("cc", "message.cc"),
+    ("bcc", "message.bcc"),
+    ("reply_to", "message.reply_to"),
+    ("subject", "message.subject"),
+)
+
+
+@dataclass(frozen=True)
+class RenderedFields:
+    """One recipient's rendered templates; nothing here has been validated yet."""
+
+    from_: str
+    to: str
+    cc: str
+    bcc: str
+    reply_to: str
+    subject: str
+    text: str | None
+    html: str | None
+    attachments: tuple[str, ...]  # rendered paths, in campaign.message.attachments order
+    headers: tuple[tuple[str, str], ...]  # (name, rendered value), in campaign order
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    label: str  # how errors name it: a YAML key path or a template file name
+    filename: str  # Jinja's code filename, to find the template's line in a traceback
+    template: jinja2.Template
+
+    def render(self, context: dict[str, Any]) -> str:
+        return self.template.render(context)
+
+
+def _environment(*, autoescape: bool, body: bool) -> jinja2.Environment:
+    return jinja2.Environment(
+        undefined=jinja2.StrictUndefined,
+        autoescape=autoescape,
+        # A body's final newline is part of the text; a header value must not end in one.
+        keep_trailing_newline=body,
+    )
+
+
+class Renderer:
+    """Every template of one campaign, compiled once; ``render`` fills them for a row."""
+
+    def __init__(
+        self,
+        csv_name: str,
+        inline: dict[str, _Compiled],
+        text: _Compiled | None,
+        html: _Compiled | None,
+        attachments: tuple[_Compiled, ...],
+        headers: tuple[tuple[str, _Compiled], ...],
+        static_attachments: frozenset[int],
+    ) -> None:
+        self._csv_name = csv_name
+        self._inline = inline
+        self._text = text
+        self._html = html
+        self._attachments = attachments
+        self._headers = headers
+        self._static_attachments = static_attachments
+
+    @classmethod
+    def compile(cls, campaign: Campaign) -> Renderer:
+        """Read and compile every template; raise CampaignError listing every problem."""
+        compiler = _Compiler(campaign)
+        message = campaign.message
+        inline = {
+            attribute: compiler.inline(getattr(message, attribute), key)
+            for attribute, key in _INLINE_FIELDS
+        }
+        text = compiler.file(message.text, "message.text", html=False)
+        html = compiler.file(message.html, "message.html", html=True)
+        if message.text is None and message.html is None:
+            compiler.problems.append(
+                Problem(campaign.where("message"), "needs a `text` or an `html` template")
+            )
+        attachments = tuple(
+            compiler.inline(source, f"message.attachments[{index}]")
+            for index, source in enumerate(message.attachments)
+        )
+        headers = tuple(
+            (name, compiler.inline(source, f"message.headers.{name}"))
+            for name, source in message.headers
+        )
+        if compiler.problems:
+            raise CampaignError(compiler.problems)
+        static = frozenset(
+            index
+            for index, source in enumerate(message.attachments)
+            if _is_plain_text(compiler.header_env, source)
+        )
+        return cls(campaign.recipients.file.name, inline, text, html, attachments, headers, static)
+
+    def is_static_attachment(self, index: int) -> bool:
+        """Whether attachment template ``index`` has no Jinja syntax: the same file for
+        every row, which compose reads and encodes once per run."""
+        return index in self._static_attachments
+
+    def render(self, recipient: Recipient) -> RenderedFields:
+        """Fill every template for one row; raise CampaignError naming each failing template."""
+        context: dict[str, Any] = dict(recipient.fields)
+        # Set last so that a column called "row" cannot hide the row itself.
+        context["row"] = dict(recipient.fields)
+        context["row_number"] = recipient.row_number
+        problems: list[Problem] = []
+        where = f"{self._csv_name}, row {recipient.row_number}"
+
+        def fill(compiled: _Compiled) -> str:
+            try:
+                return compiled.render(context)
+            # The templates are code the campaign's author wrote: any exception they raise
+            # (UndefinedError, but also ZeroDivisionError, TypeError...) is a problem of the row.
+            except Exception as exc:  # noqa: BLE001
+                problems.append(Problem(where, _describe_runtime_error(compiled, exc)))
+                return ""
+
+        inline = {name: fill(compiled) for name, compiled in self._inline.items()}
+        text = fill(self._text) if self._text else None
+        html = fill(self._html) if self._html else None
+        attachments = tuple(fill(compiled) for compiled in self._attachments)
+        headers = tuple((name, fill(compiled)) for name, compiled in self._headers)
+        if problems:
+            raise CampaignError(problems)
+        return RenderedFields(
+            **inline, text=text, html=html, attachments=attachments, headers=headers
+        )
+
+
+class _Compiler:
+    """Compiles templates one by one, collecting every problem instead of stopping."""
+
+    def __init__(self, campaign: Campaign) -> None:
+        self.campaign = campaign
+        self.problems: list[Problem] = []
+        self.header_env = _environment(autoescape=False, body=False)
+        self.text_env = _environment(autoescape=False, body=True)
+        self.html_env = _environment(autoescape=True, body=True)
+
+    def inline(self, source: str, key_path: str) -> _Compiled:
+        """The compiled template; on a problem, an empty stand-in (compile() raises anyway)."""
+        try:
+            return _compile(self.header_env, source, key_path)
+        except jinja2.TemplateSyntaxError as exc:
+            line = f" (line {exc.lineno} of the template)" if "\n" in source.strip() else ""
+            self.problems.append(
+                Problem(self.campaign.where(key_path), f"template syntax: {exc.message}{line}")
+            )
+        return _compile(self.header_env, "", key_path)
+
+    def file(self, path: Path | None, key_path: str, *, html: bool) -> _Compiled | None:
+        if path is None:
+            return None
+        path = self.campaign.directory / path  # absolute paths stay as they are
+        source = self._read(path, key_path)
+        if source is None:
+            return None
+        try:
+            return _compile(self.html_env if html else self.text_env, source, path.name)
+        except jinja2.TemplateSyntaxError as exc:
+            self.problems.append(
+                Problem(
+                    f"{path.name}, line {exc.lineno}",
+                    f"template syntax: {exc.message} ({key_path})",
+                )
+            )
+        return None
+
+    def _read(self, path: Path, key_path: str) -> str | None:
+        where = self.campaign.where(key_path)
+        try:
+            # utf-8-sig: a byte-order mark left by an editor must not end up in the message.
+            return path.read_bytes().decode("utf-8-sig")
+        except FileNotFoundError:
+            self.problems.append(Problem(where, f"template file not found: {path}"))
+        except IsADirectoryError:
+            self.problems.append(Problem(where, f"{path} is a directory, not a template file"))
+        except OSError as exc:
+            self.problems.append(Problem(where, f"cannot read template {path}: {exc.strerror}"))
+        except UnicodeDecodeError as exc:
+            self.problems.append(
+                Problem(
+                    where,
+                    f"template {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} "
+                    f"at offset {exc.start}); save it as UTF-8",
+                )
+            )
+        return None
+
+
+def _compile(env: jinja2.Environment, source: str, label: str) -> _Compiled:
+    filename = f"batchmail-template:{label}"
+    code = env.compile(source, name=label, filename=filename)
+    template = env.template_class.from_code(env, code, env.make_globals(None))
+    return _Compiled(label, filename, template)
+
+
+def _is_plain_text(env: jinja2.Environment, source: str) -> bool:
+    """True when ``source`` has no Jinja syntax at all: a literal string."""
+    return all(token_type == "data" for _, token_type, _ in env.lex(source))
+
+
+def _describe_runtime_error(compiled: _Compiled, exc: Exception) -> str:
+    line = _template_line(compiled.filename, exc.__traceback__)
+    at = f"template {compiled.label}" + (f", line {line}" if line else "")
+    if isinstance(exc, jinja2.TemplateError):
+        return f"{at}: {exc.message or type(exc).__name__}"
+    return f"{at}: {type(exc).__name__}: {exc}"
+
+
+def _template_line(filename: str, traceback: TracebackType | None) -> int | None:
+    """The template line where the error happened: Jinja rewrites tracebacks so that
+    template frames carry template line numbers under the template's filename."""
+    line = None
+    while traceback is not None:
+        if traceback.tb_frame.f_code.co_filename == filename:
+            line = traceback.tb_lineno
+        traceback = traceback.tb_next
+    return line

@@ -1,0 +1,189 @@
+"""Compiling and rendering a campaign's templates with real template files."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchmail.campaign import Campaign, MessageConfig, RecipientsConfig, SendConfig, SmtpConfig
+from batchmail.errors import CampaignError
+from batchmail.recipients import Recipient
+from batchmail.render import Renderer
+
+TEXT = "Hello {{ name }},\nyour code is {{ code }}.\n"
+HTML = "<p>Hello {{ name }}</p>\n"
+
+
+def make_campaign(
+    tmp_path: Path, text: str | None = TEXT, html: str | None = HTML, **message: Any
+) -> Campaign:
+    text_path = html_path = None
+    if text is not None:
+        text_path = tmp_path / "welcome.txt.j2"
+        text_path.write_text(text, encoding="utf-8")
+    if html is not None:
+        html_path = tmp_path / "welcome.html.j2"
+        html_path.write_text(html, encoding="utf-8")
+    fields: dict[str, Any] = {
+        "from_": "Team <team@example.com>",
+        "to": "{{ name }} <{{ email }}>",
+        "subject": "Welcome, {{ name }}",
+        "text": text_path,
+        "html": html_path,
+    }
+    fields.update(message)
+    return Campaign(
+        path=tmp_path / "welcome.yaml",
+        name="welcome",
+        smtp=SmtpConfig("localhost", 25, "none"),
+        recipients=RecipientsConfig(tmp_path / "welcome.csv"),
+        message=MessageConfig(**fields),
+        send=SendConfig(),
+        lines={"message.subject": 7, "message.text": 9, "message.html": 10, "message": 3},
+    )
+
+
+def recipient(row_number: int = 1, **fields: str) -> Recipient:
+    values = {"email": "ann@example.com", "name": "Ann", "code": "A1"}
+    values.update(fields)
+    return Recipient(row_number, values["email"], values)
+
+
+def test_renders_every_field(tmp_path: Path) -> None:
+    campaign = make_campaign(
+        tmp_path,
+        cc="{{ name }}.cc@example.com",
+        bcc="audit@example.com",
+        reply_to="help@example.com",
+        attachments=("files/guide.pdf", "invoices/{{ code }}.pdf"),
+        headers=(("X-Code", "{{ code }}"),),
+    )
+    rendered = Renderer.compile(campaign).render(recipient())
+    assert rendered.from_ == "Team <team@example.com>"
+    assert rendered.to == "Ann <ann@example.com>"
+    assert rendered.cc == "Ann.cc@example.com"
+    assert rendered.bcc == "audit@example.com"
+    assert rendered.reply_to == "help@example.com"
+    assert rendered.subject == "Welcome, Ann"
+    assert rendered.text == "Hello Ann,\nyour code is A1.\n"  # trailing newline kept
+    assert rendered.html == "<p>Hello Ann</p>\n"
+    assert rendered.attachments == ("files/guide.pdf", "invoices/A1.pdf")
+    assert rendered.headers == (("X-Code", "A1"),)
+
+
+def test_html_is_autoescaped_and_text_and_headers_are_not(tmp_path: Path) -> None:
+    rendered = Renderer.compile(make_campaign(tmp_path)).render(recipient(name="<b>Ann</b> & Co"))
+    assert rendered.html == "<p>Hello &lt;b&gt;Ann&lt;/b&gt; &amp; Co</p>\n"
+    assert rendered.text is not None and rendered.text.startswith("Hello <b>Ann</b> & Co,")
+    assert rendered.subject == "Welcome, <b>Ann</b> & Co"
+
+
+def test_context_has_row_and_row_number(tmp_path: Path) -> None:
+    text = "{{ row['first name'] }} is row {{ row_number }} of {{ row.email }}\n"
+    renderer = Renderer.compile(make_campaign(tmp_path, text=text, html=None))
+    rendered = renderer.render(recipient(7, **{"first name": "Ann", "row": "hidden"}))
+    assert rendered.text == "Ann is row 7 of ann@example.com\n"
+    assert rendered.html is None
+
+
+def test_undefined_variable_names_template_line_and_row(tmp_path: Path) -> None:
+    text = "Hello,\n\n{% if true %}\n  {{ nmae }}\n{% endif %}\n"
+    renderer = Renderer.compile(make_campaign(tmp_path, text=text))
+    with pytest.raises(CampaignError) as caught:
+        renderer.render(recipient(42))
+    assert str(caught.value) == (
+        "welcome.csv, row 42: template welcome.txt.j2, line 4: 'nmae' is undefined"
+    )
+
+
+def test_every_failing_field_of_a_row_is_reported(tmp_path: Path) -> None:
+    campaign = make_campaign(
+        tmp_path,
+        subject="Hi {{ nickname }}",
+        html="<p>\n{{ missing.attr }}</p>",
+        headers=(("X-Code", "{{ 1 / 0 }}"),),
+        attachments=("{{ invoice }}",),
+    )
+    with pytest.raises(CampaignError) as caught:
+        Renderer.compile(campaign).render(recipient(3))
+    messages = [str(p) for p in caught.value.problems]
+    assert messages == [
+        "welcome.csv, row 3: template message.subject, line 1: 'nickname' is undefined",
+        "welcome.csv, row 3: template welcome.html.j2, line 2: 'missing' is undefined",
+        "welcome.csv, row 3: template message.attachments[0], line 1: 'invoice' is undefined",
+        "welcome.csv, row 3: template message.headers.X-Code, line 1: "
+        "ZeroDivisionError: division by zero",
+    ]
+
+
+def test_an_empty_value_is_not_undefined(tmp_path: Path) -> None:
+    rendered = Renderer.compile(make_campaign(tmp_path)).render(recipient(name=""))
+    assert rendered.subject == "Welcome, "
+
+
+def test_syntax_errors_are_all_reported_and_located(tmp_path: Path) -> None:
+    text = "line 1\nline 2\nline 3\n{{ name }\n"
+    campaign = make_campaign(
+        tmp_path, text=text, html="{% if %}", subject="Hi {{ name | nosuchfilter }}"
+    )
+    with pytest.raises(CampaignError) as caught:
+        Renderer.compile(campaign)
+    wheres = [p.where for p in caught.value.problems]
+    assert wheres == [
+        "welcome.yaml, message.subject, line 7",
+        "welcome.txt.j2, line 4",
+        "welcome.html.j2, line 1",
+    ]
+    assert "nosuchfilter" in caught.value.problems[0].message
+    assert "(message.text)" in caught.value.problems[1].message
+
+
+def test_missing_and_undecodable_template_files(tmp_path: Path) -> None:
+    campaign = make_campaign(tmp_path)
+    (tmp_path / "welcome.txt.j2").unlink()
+    (tmp_path / "welcome.html.j2").write_bytes(b"<p>caf\xe9</p>")
+    with pytest.raises(CampaignError) as caught:
+        Renderer.compile(campaign)
+    first, second = caught.value.problems
+    assert first.where == "welcome.yaml, message.text, line 9"
+    assert f"template file not found: {tmp_path / 'welcome.txt.j2'}" in first.message
+    assert second.where == "welcome.yaml, message.html, line 10"
+    assert "is not UTF-8" in second.message and "welcome.html.j2" in second.message
+
+
+def test_a_template_directory_is_refused(tmp_path: Path) -> None:
+    campaign = make_campaign(tmp_path, html=None)
+    campaign = replace(campaign, message=replace(campaign.message, text=tmp_path))
+    with pytest.raises(CampaignError, match="is a directory"):
+        Renderer.compile(campaign)
+
+
+def test_a_byte_order_mark_does_not_reach_the_body(tmp_path: Path) -> None:
+    campaign = make_campaign(tmp_path, html=None)
+    (tmp_path / "welcome.txt.j2").write_bytes(b"\xef\xbb\xbfHi {{ name }}\n")
+    assert Renderer.compile(campaign).render(recipient()).text == "Hi Ann\n"
+
+
+def test_a_campaign_without_body_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CampaignError, match="needs a `text` or an `html` template"):
+        Renderer.compile(make_campaign(tmp_path, text=None, html=None))
+
+
+def test_static_attachments_are_those_without_template_syntax(tmp_path: Path) -> None:
+    campaign = make_campaign(
+        tmp_path,
+        attachments=("../files/guide{1}.pdf", "inv/{{ code }}.pdf", "{% raw %}x{% endraw %}"),
+    )
+    renderer = Renderer.compile(campaign)
+    assert [renderer.is_static_attachment(i) for i in range(3)] == [True, False, False]
+
+
+def test_templates_are_compiled_once(tmp_path: Path) -> None:
+    campaign = make_campaign(tmp_path)
+    renderer = Renderer.compile(campaign)
+    # Changing the file after compile() must not change what is rendered.
+    (tmp_path / "welcome.txt.j2").write_text("changed {{ name }}\n", encoding="utf-8")
+    assert renderer.render(recipient()).text == "Hello Ann,\nyour code is A1.\n"
