@@ -6,6 +6,7 @@ This is the only module that prints.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections import Counter
@@ -251,8 +252,10 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK if counts["sent"] == sum(counts.values()) else EXIT_SOME_FAILED
 
 
-def _open_journal(campaign: Campaign):  # type: ignore[no-untyped-def]
-    return Journal.open_readonly(journal_path(campaign))
+def _open_journal(campaign: Campaign) -> contextlib.AbstractContextManager[Journal | None]:
+    """The campaign's journal for reading, or None when nothing was ever sent."""
+    journal = Journal.open_readonly(journal_path(campaign))
+    return journal if journal is not None else contextlib.nullcontext(None)
 
 
 def _sink(args: argparse.Namespace) -> int:

@@ -59,12 +59,9 @@ def select_pending(entry: JournalEntry | None) -> bool:
 
 def select_resendable(include_unknown: bool) -> Selector:
     """`resend`: failed and deferred, and with include_unknown also unknown ones."""
-    wanted = {Status.FAILED.value, Status.DEFERRED.value}
-    if include_unknown:
-        wanted.add(Status.UNKNOWN.value)
 
     def select(entry: JournalEntry | None) -> bool:
-        return entry is not None and entry.effective_status in wanted
+        return entry is not None and entry.resendable(include_unknown)
 
     return select
 

@@ -1,0 +1,391 @@
+"""The durable record of who got what: one SQLite row per recipient key.
+
+Every write is one short transaction, committed with ``synchronous=FULL`` in WAL
+mode before the method returns, so a process killed at any line leaves either the
+state before the write or the state after it, never a gap:
+
+- ``mark_in_flight`` is committed before the message data goes to the server, so
+  a kill while the data is out leaves ``in_flight``, which reads as ``unknown``;
+- the schema and its version are created in one transaction, so a kill during
+  creation leaves a blank file that the next ``open`` initialises.
+
+Every sqlite3 error becomes ``RunAborted`` naming the journal and the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from batchmail.errors import RunAborted
+from batchmail.outcomes import ComposedMessage, Outcome, RecipientRefusal, Status
+
+SCHEMA_VERSION = 1
+# Stamped in the file header so a journal is told apart from any other SQLite file.
+APPLICATION_ID = 0x626D6A31  # "bmj1"
+IN_FLIGHT = "in_flight"
+# Long enough to wait out a `status` reader's checkpoint, short enough to report a stuck lock.
+BUSY_TIMEOUT_SECONDS = 10.0
+
+_SCHEMA = (
+    f"""CREATE TABLE entries (
+        key TEXT PRIMARY KEY,
+        row_number INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('sent', 'failed', 'deferred', 'unknown',
+                                               '{IN_FLIGHT}')),
+        code INTEGER,
+        reply TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        message_id TEXT NOT NULL,
+        mail_from TEXT NOT NULL,
+        rcpt_tos TEXT NOT NULL,          -- JSON list of addresses
+        refused TEXT NOT NULL,           -- JSON list of [address, code, reply]
+        first_attempt_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    # entries() streams in CSV order through this index instead of sorting every row.
+    "CREATE INDEX entries_by_row ON entries (row_number, key)",
+    "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
+_COLUMNS = (
+    "key, row_number, status, code, reply, attempts, message_id, mail_from, rcpt_tos,"
+    " refused, first_attempt_at, updated_at"
+)
+# first_attempt_at is left out of the update on purpose: it keeps the first try's time.
+_UPSERT = f"""
+    INSERT INTO entries ({_COLUMNS})
+    VALUES (:key, :row_number, :status, :code, :reply, :attempts, :message_id, :mail_from,
+            :rcpt_tos, :refused, :now, :now)
+    ON CONFLICT (key) DO UPDATE SET
+        row_number = excluded.row_number, status = excluded.status, code = excluded.code,
+        reply = excluded.reply, attempts = excluded.attempts, message_id = excluded.message_id,
+        mail_from = excluded.mail_from, rcpt_tos = excluded.rcpt_tos, refused = excluded.refused,
+        updated_at = excluded.updated_at
+"""
+# Primary SQLite result code -> what the user can do about it.
+_HINTS = {
+    5: "another process is using it; wait for it to finish",  # SQLITE_BUSY
+    6: "another process is using it; wait for it to finish",  # SQLITE_LOCKED
+    8: "check that the file and its directory are writable",  # SQLITE_READONLY
+    10: "check that the disk is not full or failing",  # SQLITE_IOERR
+    11: "the file is damaged; keep a copy before doing anything else",  # SQLITE_CORRUPT
+    13: "free some disk space and run again; what was recorded is kept",  # SQLITE_FULL
+    14: "check that the path is a file in a writable directory",  # SQLITE_CANTOPEN
+}
+_SQLITE_NOTADB = 26
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """What the journal knows about one recipient key."""
+
+    key: str
+    row_number: int
+    status: str  # "sent" | "failed" | "deferred" | "unknown" | "in_flight"
+    code: int | None
+    reply: str
+    attempts: int  # SMTP transactions tried, whatever their end
+    message_id: str
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    refused: tuple[RecipientRefusal, ...]
+    first_attempt_at: str  # ISO 8601 UTC
+    updated_at: str  # ISO 8601 UTC
+
+    @property
+    def effective_status(self) -> str:
+        """``in_flight`` reads as ``unknown``: we crashed while the data was out."""
+        return Status.UNKNOWN.value if self.status == IN_FLIGHT else self.status
+
+    def resendable(self, include_unknown: bool = False) -> bool:
+        """Whether ``resend`` should try this recipient again.
+
+        Unknown messages may have arrived, so they are retried only on request.
+        """
+        status = self.effective_status
+        if status in (Status.FAILED, Status.DEFERRED):
+            return True
+        return include_unknown and status == Status.UNKNOWN
+
+
+class Journal:
+    """An open journal file. Build one with ``open`` or ``open_readonly``."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection, readonly: bool) -> None:
+        self.path = path
+        self.readonly = readonly
+        self._connection: sqlite3.Connection | None = connection
+
+    @classmethod
+    def open(cls, path: Path) -> Journal:
+        """Open the journal for writing, creating its directory, file and schema if needed."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise RunAborted(f"cannot create the journal {path}: {reason}") from exc
+        connection = _connect(path, str(path), uri=False)
+        with _closed_on_error(connection, path):
+            # Identify first: another program's database must not be switched to WAL.
+            blank = _identify(connection, path)
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA synchronous = FULL")
+            if blank:
+                _create_schema(connection, path)
+        return cls(path, connection, readonly=False)
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> Journal | None:
+        """Open the journal for reading only, or return None when nothing was journalled yet.
+
+        None means there is no journal file, or only a blank one left by a run killed
+        before its first write: either way no message was sent. The file is never created.
+        """
+        if not path.exists():
+            return None
+        connection = _connect(path, path.absolute().as_uri() + "?mode=ro", uri=True)
+        with _closed_on_error(connection, path):
+            blank = _identify(connection, path)
+        if blank:
+            connection.close()
+            return None
+        return cls(path, connection, readonly=True)
+
+    def get(self, key: str) -> JournalEntry | None:
+        with self._reading() as connection:
+            row = connection.execute(
+                f"SELECT {_COLUMNS} FROM entries WHERE key = ?", (key,)
+            ).fetchone()
+        return None if row is None else _entry(row)
+
+    def mark_in_flight(self, message: ComposedMessage) -> None:
+        """Record, durably, that the message data is about to go to the server."""
+        with self._writing() as connection:
+            previous = _status_and_attempts(connection, message.key)
+            _refuse_if_sent(previous, message.key, "mark in flight")
+            attempts = 1 if previous is None else previous[1] + 1
+            # No reply yet for this attempt: an earlier attempt's reply must not linger.
+            connection.execute(_UPSERT, _values(message, IN_FLIGHT, attempts, None))
+
+    def record(self, message: ComposedMessage, outcome: Outcome) -> None:
+        """Record, durably, the server's answer (or its absence) for one message."""
+        with self._writing() as connection:
+            previous = _status_and_attempts(connection, message.key)
+            _refuse_if_sent(previous, message.key, "record an outcome for")
+            # A message that failed before its data went out was never marked in flight.
+            if previous is None:
+                attempts = 1
+            elif previous[0] == IN_FLIGHT:
+                attempts = previous[1]
+            else:
+                attempts = previous[1] + 1
+            status = Status(outcome.status).value
+            connection.execute(_UPSERT, _values(message, status, attempts, outcome))
+
+    def entries(self) -> Iterator[JournalEntry]:
+        """Every entry in CSV row order, read from a cursor one at a time."""
+        with self._reading() as connection:
+            for row in connection.execute(
+                f"SELECT {_COLUMNS} FROM entries ORDER BY row_number, key"
+            ):
+                yield _entry(row)
+
+    def counts(self) -> dict[str, int]:
+        """Number of entries per effective status; every status is present, zeros included."""
+        totals = {status.value: 0 for status in Status}
+        with self._reading() as connection:
+            rows = connection.execute("SELECT status, count(*) FROM entries GROUP BY status")
+            for status, number in rows:
+                totals[Status.UNKNOWN.value if status == IN_FLIGHT else status] += number
+        return totals
+
+    def get_meta(self, name: str) -> str | None:
+        with self._reading() as connection:
+            row = connection.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, name: str, value: str) -> None:
+        with self._writing() as connection:
+            _set_meta(connection, name, value)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            try:
+                connection.close()
+            except sqlite3.Error as exc:
+                raise _aborted("close", self.path, exc) from exc
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        try:
+            yield self._open_connection()
+        except sqlite3.Error as exc:
+            raise _aborted("read", self.path, exc) from exc
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """One immediate transaction, committed before the caller goes on."""
+        if self.readonly:
+            raise ValueError(f"the journal {self.path} was opened read-only")
+        connection = self._open_connection()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            yield connection
+            connection.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(connection)
+            raise _aborted("write", self.path, exc) from exc
+        except BaseException:
+            _rollback(connection)
+            raise
+
+    def _open_connection(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise ValueError(f"the journal {self.path} is closed")
+        return self._connection
+
+
+def _connect(path: Path, database: str, uri: bool) -> sqlite3.Connection:
+    try:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, nothing is deferred.
+        connection = sqlite3.connect(
+            database, isolation_level=None, timeout=BUSY_TIMEOUT_SECONDS, uri=uri
+        )
+    except sqlite3.Error as exc:
+        raise _aborted("open", path, exc) from exc
+    connection.row_factory = sqlite3.Row
+    return connection
+
+
+@contextlib.contextmanager
+def _closed_on_error(connection: sqlite3.Connection, path: Path) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        connection.close()
+        raise _aborted("open", path, exc) from exc
+    except BaseException:
+        connection.close()
+        raise
+
+
+def _identify(connection: sqlite3.Connection, path: Path) -> bool:
+    """True for a blank database; raise unless the file is a journal we can read."""
+    application_id = connection.execute("PRAGMA application_id").fetchone()[0]
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    objects = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    if application_id == 0 and version == 0 and objects == 0:
+        return True
+    if application_id != APPLICATION_ID:
+        raise RunAborted(
+            f"{path} is not a batchmail journal (it is another SQLite database);"
+            " move it away or choose another campaign name"
+        )
+    if version > SCHEMA_VERSION:
+        raise RunAborted(
+            f"the journal {path} was written by a newer batchmail (schema {version},"
+            f" this one knows {SCHEMA_VERSION}); upgrade batchmail"
+        )
+    return False
+
+
+def _create_schema(connection: sqlite3.Connection, path: Path) -> None:
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        # Another process may have created it between our look and our lock.
+        if _identify(connection, path):
+            for statement in _SCHEMA:
+                connection.execute(statement)
+            _set_meta(connection, "created_at", _now())
+            connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        connection.execute("COMMIT")
+    finally:
+        _rollback(connection)
+
+
+def _rollback(connection: sqlite3.Connection) -> None:
+    """End a transaction a failure left open; the failure itself is what gets reported."""
+    if connection.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            connection.execute("ROLLBACK")
+
+
+def _set_meta(connection: sqlite3.Connection, name: str, value: str) -> None:
+    connection.execute(
+        "INSERT INTO meta (name, value) VALUES (?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        (name, value),
+    )
+
+
+def _status_and_attempts(connection: sqlite3.Connection, key: str) -> tuple[str, int] | None:
+    row = connection.execute(
+        "SELECT status, attempts FROM entries WHERE key = ?", (key,)
+    ).fetchone()
+    return None if row is None else (str(row[0]), int(row[1]))
+
+
+def _refuse_if_sent(previous: tuple[str, int] | None, key: str, action: str) -> None:
+    # A guard against sending twice: the runner must never retry a delivered message.
+    if previous is not None and previous[0] == Status.SENT:
+        raise ValueError(f"cannot {action} {key!r}: the journal already records it as sent")
+
+
+def _values(
+    message: ComposedMessage, status: str, attempts: int, outcome: Outcome | None
+) -> dict[str, Any]:
+    refused = [] if outcome is None else [[r.address, r.code, r.reply] for r in outcome.refused]
+    return {
+        "key": message.key,
+        "row_number": message.row_number,
+        "status": status,
+        "code": None if outcome is None else outcome.code,
+        "reply": "" if outcome is None else outcome.reply,
+        "attempts": attempts,
+        "message_id": message.message_id,
+        "mail_from": message.envelope.mail_from,
+        "rcpt_tos": json.dumps(list(message.envelope.rcpt_tos)),
+        "refused": json.dumps(refused),
+        "now": _now(),
+    }
+
+
+def _entry(row: sqlite3.Row) -> JournalEntry:
+    fields = dict(zip(row.keys(), row, strict=True))
+    fields["rcpt_tos"] = tuple(json.loads(row["rcpt_tos"]))
+    fields["refused"] = tuple(RecipientRefusal(a, c, r) for a, c, r in json.loads(row["refused"]))
+    return JournalEntry(**fields)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _aborted(action: str, path: Path, exc: sqlite3.Error) -> RunAborted:
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = None if code is None else code & 0xFF
+    if primary == _SQLITE_NOTADB:
+        return RunAborted(f"{path} is not a batchmail journal ({exc}); move it away")
+    hint = _HINTS.get(primary) if primary is not None else None
+    suffix = f" ({hint})" if hint else ""
+    return RunAborted(f"cannot {action} the journal {path}: {exc}{suffix}")

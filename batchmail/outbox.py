@@ -1,0 +1,147 @@
+"""The dry-run transport: each message becomes an ``.eml`` file and a row of ``manifest.csv``.
+
+It offers the same ``connect``/``send``/``close`` as ``smtp.SmtpSession`` so the runner
+does not know which one it holds, and it writes exactly the bytes that would be sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import TextIO
+
+from batchmail.errors import RunAborted
+from batchmail.outcomes import ComposedMessage, Outcome, Status
+
+MANIFEST_NAME = "manifest.csv"
+MANIFEST_HEADER = (
+    "row",
+    "key",
+    "file",
+    "envelope_sender",
+    "envelope_recipients",
+    "message_id",
+)
+# Longest part of a file name taken from the key: keeps names readable and well under
+# the usual 255-byte limit.
+SAFE_KEY_LENGTH = 60
+_UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
+# Temporary files start with this so a run killed mid-write can have its leftovers removed.
+_TEMP_PREFIX = ".partial-"
+
+
+def eml_name(row_number: int, key: str) -> str:
+    """``000042-ann@example.com.eml``: sortable by row, and never a path outside the outbox.
+
+    Every character outside [A-Za-z0-9._@+-] becomes "_", so no "/" survives, and the
+    row prefix keeps the name from being "." or "..".
+    """
+    return f"{row_number:06d}-{_UNSAFE.sub('_', key)[:SAFE_KEY_LENGTH]}.eml"
+
+
+class Outbox:
+    """A directory of ``.eml`` files with a ``manifest.csv`` listing them in send order."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._manifest: TextIO | None = None
+        self._started = False  # whether this object already began the manifest
+
+    @property
+    def connected(self) -> bool:
+        return self._manifest is not None
+
+    def connect(self) -> None:
+        """The SmtpSession's name for ``open``."""
+        self.open()
+
+    def open(self) -> None:
+        """Create the directory and start a fresh manifest (an earlier dry run's is replaced).
+
+        Opening again after ``close`` appends: the runner closes and reconnects its
+        transport every ``max_per_session`` messages, and the manifest must keep them all.
+        """
+        if self._manifest is not None:
+            return
+        manifest_path = self.directory / MANIFEST_NAME
+        with _aborting(self.directory):
+            self.directory.mkdir(parents=True, exist_ok=True)
+            for leftover in self.directory.glob(_TEMP_PREFIX + "*"):
+                leftover.unlink()
+        with _aborting(manifest_path):
+            mode = "a" if self._started else "w"
+            self._manifest = manifest_path.open(mode, encoding="utf-8", newline="")
+        if not self._started:
+            self._append(MANIFEST_HEADER)
+            self._started = True
+
+    def send(self, message: ComposedMessage, before_data: Callable[[], None]) -> Outcome:
+        """Write the message's bytes to their own file and list it in the manifest."""
+        if self._manifest is None:
+            raise ValueError(f"the outbox {self.directory} is not open")
+        name = eml_name(message.row_number, message.key)
+        # Same protocol as the SMTP session: the journal hears of it before the data goes out.
+        before_data()
+        self._write_atomically(self.directory / name, message.data)
+        envelope = message.envelope
+        row = (message.row_number, message.key, name, envelope.mail_from)
+        self._append((*row, " ".join(envelope.rcpt_tos), message.message_id))
+        return Outcome(Status.SENT, 250, f"written to {name}")
+
+    def close(self) -> None:
+        manifest, self._manifest = self._manifest, None
+        if manifest is not None:
+            with _aborting(self.directory / MANIFEST_NAME):
+                manifest.close()
+
+    def __enter__(self) -> Outbox:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _write_atomically(self, path: Path, data: bytes) -> None:
+        """Write to a temporary name, then rename: a kill never leaves half a file under ``path``.
+
+        No fsync: a dry run guards against an interrupted process, not a power cut.
+        """
+        with _aborting(path):
+            # mkstemp's owner-only mode is kept: the files hold recipients' personal data.
+            descriptor, temporary = tempfile.mkstemp(dir=self.directory, prefix=_TEMP_PREFIX)
+            try:
+                with open(descriptor, "wb") as file:
+                    file.write(data)
+                os.replace(temporary, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+                raise
+
+    def _append(self, row: tuple[object, ...]) -> None:
+        assert self._manifest is not None
+        with _aborting(self.directory / MANIFEST_NAME):
+            csv.writer(self._manifest).writerow(row)
+            # Flushed row by row so a killed dry run still lists every file it wrote.
+            self._manifest.flush()
+
+
+@contextlib.contextmanager
+def _aborting(path: Path) -> Iterator[None]:
+    """Turn a filesystem failure (disk full, read-only, permission) into RunAborted."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise RunAborted(f"cannot write the dry-run outbox {path}: {reason}") from exc
