@@ -230,14 +230,15 @@ def _status(args: argparse.Namespace) -> int:
     campaign = load_campaign(args.campaign)
     with _open_journal(campaign) as journal:
         counts: Counter[str] = Counter({status: 0 for status in STATUSES})
-        not_sent = []
+        noteworthy = []  # only these are kept: memory stays flat for a large, healthy campaign
         for status in recipient_statuses(campaign, journal):
             counts[status.status] += 1
-            if status.status != "sent":
-                not_sent.append(status)  # only the not-sent are kept
+            if status.status != "sent" or status.partly_refused:
+                noteworthy.append(status)
     if args.json:
+        not_sent = [s.as_json() for s in noteworthy if s.status != "sent"]
         json.dump(
-            {"counts": dict(counts), "recipients": [s.as_json() for s in not_sent]},
+            {"counts": dict(counts), "recipients": not_sent},
             sys.stdout,
             ensure_ascii=False,
             indent=2,
@@ -245,7 +246,7 @@ def _status(args: argparse.Namespace) -> int:
         print()
     else:
         print(f"{campaign.name}: " + ", ".join(f"{counts[s]} {s}" for s in STATUSES))
-        for status in not_sent:
+        for status in noteworthy:
             code = f"{status.code} " if status.code else ""
             reply = f": {code}{status.reply}" if (code or status.reply) else ""
             print(f"  row {status.row_number}  {status.key}  {status.status}{reply}")

@@ -27,6 +27,7 @@ class RecipientStatus:
     reply: str
     attempts: int
     message_id: str
+    partly_refused: bool = False  # sent, but some envelope recipients were refused
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -68,4 +69,5 @@ def _status_of(key: str, row_number: int, entry: JournalEntry | None) -> Recipie
         reply,
         entry.attempts,
         entry.message_id,
+        bool(entry.refused),
     )

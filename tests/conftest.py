@@ -1,0 +1,156 @@
+"""Shared fixtures: real SMTP servers (see servers.py), one per test, stopped after it.
+
+Each ``smtp_server_*`` fixture yields a started ``SmtpTestServer``; configure its fault on
+``server.handler`` (e.g. ``smtp_server_dropping.handler.drop_at = "end_of_data"``) and build a
+client config with ``make_smtp_config(server)``. For a combination not named here, use
+``start_smtp_server(handler, security=..., auth_mechanisms=...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from servers import (
+    AUTH_MECHANISMS,
+    Certificates,
+    ClosingHandler,
+    DataRejectingHandler,
+    DeferringHandler,
+    DroppingHandler,
+    HeloOnlyHandler,
+    HidingStarttlsHandler,
+    RecordingHandler,
+    RefusingHandler,
+    SmtpTestServer,
+    StallingHandler,
+    StartServer,
+)
+
+from batchmail.sink import free_port
+
+
+@pytest.fixture
+def start_smtp_server() -> Iterator[StartServer]:
+    """``start_smtp_server(handler=None, **options)`` starts an ``SmtpTestServer``; every
+    server started this way is stopped when the test ends."""
+    servers: list[SmtpTestServer] = []
+
+    def start(handler: RecordingHandler | None = None, **options: Any) -> SmtpTestServer:
+        server = SmtpTestServer(handler, **options)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def certificates(tmp_path: Path) -> Certificates:
+    """A throw-away CA and a certificate for 127.0.0.1 and localhost; ``.ca_file`` is the
+    CA's PEM."""
+    directory = tmp_path / "tls"
+    directory.mkdir()
+    return Certificates.create(directory)
+
+
+@pytest.fixture
+def smtp_server(start_smtp_server: StartServer) -> SmtpTestServer:
+    """Plain SMTP: no TLS, no AUTH; records every message."""
+    return start_smtp_server()
+
+
+@pytest.fixture
+def smtp_server_requiring_auth(start_smtp_server: StartServer) -> SmtpTestServer:
+    """Plain SMTP requiring AUTH PLAIN or LOGIN as alice/s3cret-pw (so clients need
+    ``insecure_auth``); a wrong password gets 535."""
+    return start_smtp_server(auth_mechanisms=AUTH_MECHANISMS)
+
+
+@pytest.fixture
+def smtp_server_starttls_requiring_auth(
+    start_smtp_server: StartServer, certificates: Certificates
+) -> SmtpTestServer:
+    """STARTTLS, then AUTH PLAIN or LOGIN as alice/s3cret-pw."""
+    return start_smtp_server(
+        security="starttls", certificates=certificates, auth_mechanisms=AUTH_MECHANISMS
+    )
+
+
+@pytest.fixture
+def smtp_server_starttls(
+    start_smtp_server: StartServer, certificates: Certificates
+) -> SmtpTestServer:
+    """STARTTLS with a trustme certificate for 127.0.0.1; ``server.ca_file`` is its CA."""
+    return start_smtp_server(security="starttls", certificates=certificates)
+
+
+@pytest.fixture
+def smtp_server_tls(start_smtp_server: StartServer, certificates: Certificates) -> SmtpTestServer:
+    """Implicit TLS (security "tls"); ``server.ca_file`` is the CA."""
+    return start_smtp_server(security="tls", certificates=certificates)
+
+
+@pytest.fixture
+def smtp_server_without_starttls(
+    start_smtp_server: StartServer, certificates: Certificates
+) -> SmtpTestServer:
+    """Could do STARTTLS but does not advertise it (a downgrade); ``security`` is starttls."""
+    return start_smtp_server(
+        HidingStarttlsHandler(), security="starttls", certificates=certificates
+    )
+
+
+@pytest.fixture
+def smtp_server_refusing(start_smtp_server: StartServer) -> SmtpTestServer:
+    """550 for RCPT to addresses containing "refuse"."""
+    return start_smtp_server(RefusingHandler())
+
+
+@pytest.fixture
+def smtp_server_deferring(start_smtp_server: StartServer) -> SmtpTestServer:
+    """451 for RCPT to addresses containing "defer"; set ``handler.defer_times`` to accept
+    them after that many deferrals."""
+    return start_smtp_server(DeferringHandler())
+
+
+@pytest.fixture
+def smtp_server_dropping(start_smtp_server: StartServer) -> SmtpTestServer:
+    """Drops the connection without a reply: set ``handler.drop_at`` ("mail", "rcpt",
+    "end_of_data"), ``handler.drop_after`` (messages accepted first) and ``handler.drop_times``.
+    By default: once, at the first MAIL."""
+    return start_smtp_server(DroppingHandler())
+
+
+@pytest.fixture
+def smtp_server_421(start_smtp_server: StartServer) -> SmtpTestServer:
+    """Answers 421 and closes at MAIL once ``handler.close_after`` (1) messages were accepted
+    on the connection; accepts again after a reconnect."""
+    return start_smtp_server(ClosingHandler())
+
+
+@pytest.fixture
+def smtp_server_stalling(start_smtp_server: StartServer) -> SmtpTestServer:
+    """Never answers the end of the message data."""
+    return start_smtp_server(StallingHandler())
+
+
+@pytest.fixture
+def smtp_server_rejecting_data(start_smtp_server: StartServer) -> SmtpTestServer:
+    """Refuses every message at the end of data with ``handler.reply`` (554 by default)."""
+    return start_smtp_server(DataRejectingHandler())
+
+
+@pytest.fixture
+def smtp_server_helo_only(start_smtp_server: StartServer) -> SmtpTestServer:
+    """Refuses EHLO; accepts HELO."""
+    return start_smtp_server(HeloOnlyHandler())
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    return free_port()

@@ -1,0 +1,439 @@
+"""The commands end to end: the real ``batchmail`` process against real SMTP servers."""
+
+from __future__ import annotations
+
+import csv
+import mailbox
+import shutil
+from pathlib import Path
+
+import pytest
+from campaign_files import batchmail, parse, people, status_json, write_campaign
+from servers import PASSWORD, USERNAME, SmtpTestServer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_example_campaign_sends_to_the_embedded_server(tmp_path: Path) -> None:
+    shutil.copytree(REPO / "campaigns", tmp_path / "campaigns")
+    shutil.copytree(REPO / "templates", tmp_path / "templates")
+    campaign = tmp_path / "campaigns" / "welcome.yaml"
+
+    result = batchmail("run", campaign)
+
+    assert result.returncode == 0, result.stderr
+    assert "5 sent, 0 failed, 0 deferred, 0 unknown" in result.stdout
+    maildir = tmp_path / "campaigns" / ".batchmail" / "welcome-2026" / "sink"
+    assert str(maildir) in result.stdout
+    received = {
+        parse(m.as_bytes())["To"].addresses[0].addr_spec: parse(m.as_bytes())
+        for m in mailbox.Maildir(maildir, create=False)
+    }
+    assert sorted(received) == sorted(
+        row["email"] for row in csv.DictReader((tmp_path / "campaigns/welcome.csv").open())
+    )
+    wei = received["wei@example.org"]
+    assert str(wei["Subject"]) == "Welcome, 王伟!"
+    assert wei["To"].addresses[0].display_name == "王伟"
+    assert "Dear 王伟," in wei.get_body(("plain",)).get_content()
+    assert "<strong>Research</strong>" in wei.get_body(("html",)).get_content()
+    (guide,) = list(wei.iter_attachments())
+    assert guide.get_filename() == "guide.pdf" and guide.get_content_type() == "application/pdf"
+    assert guide.get_content() == (tmp_path / "templates/files/guide.pdf").read_bytes()
+    assert wei["X-Campaign"] == "welcome-2026"
+
+    again = batchmail("run", campaign)
+    assert again.returncode == 0 and "nothing to send" in again.stdout
+    assert len(list(mailbox.Maildir(maildir, create=False))) == 5
+
+
+def test_run_sends_each_row_once_with_cc_and_hidden_bcc(
+    tmp_path: Path, smtp_server: SmtpTestServer
+) -> None:
+    rows = [{**row, "boss": f"boss{i}@example.net"} for i, row in enumerate(people(3), 1)]
+    campaign = write_campaign(
+        tmp_path,
+        rows,
+        server=smtp_server,
+        message={"cc": "{{ boss }}", "bcc": "archive@example.com", "reply_to": "help@example.com"},
+    )
+    result = batchmail("run", campaign)
+
+    assert result.returncode == 0, result.stderr
+    assert "3 sent, 0 failed, 0 deferred, 0 unknown" in result.stdout
+    messages = smtp_server.messages
+    assert len(messages) == 3
+    for index, received in enumerate(messages, 1):
+        assert received.mail_from == "sender@example.com"
+        assert received.rcpt_tos == (
+            f"person{index}@example.org",
+            f"boss{index}@example.net",
+            "archive@example.com",
+        )
+        message = parse(received.data)
+        assert b"Bcc" not in received.data and b"archive@" not in received.data
+        assert message["Cc"] == f"boss{index}@example.net"
+        assert message["Reply-To"] == "help@example.com"
+        assert message["MIME-Version"] == "1.0" and message["Date"]
+        assert f"your code is C{index:05d}." in message.get_body(("plain",)).get_content()
+    assert len(set(smtp_server.message_ids())) == 3
+    assert smtp_server.commands.count("RSET") >= 2  # RSET between messages on one session
+    assert smtp_server.commands.count("EHLO") == 1
+    assert status_json(campaign)["counts"] == {
+        "sent": 3,
+        "failed": 0,
+        "deferred": 0,
+        "unknown": 0,
+        "pending": 0,
+    }
+
+
+def test_dry_run_writes_exactly_what_would_be_sent(
+    tmp_path: Path, smtp_server: SmtpTestServer
+) -> None:
+    rows = people(3) + [{"email": "odd/name@example.org", "name": "Odd", "code": "X"}]
+    campaign = write_campaign(tmp_path, rows, server=smtp_server)
+    out = tmp_path / "out"
+
+    result = batchmail("run", campaign, "--dry-run", "--out", out)
+
+    assert result.returncode == 0, result.stderr
+    assert smtp_server.messages == [] and smtp_server.commands == []
+    assert not (tmp_path / ".batchmail" / "test-campaign" / "journal.sqlite3").exists()
+    with (out / "manifest.csv").open(newline="") as handle:
+        manifest = list(csv.DictReader(handle))
+    assert [m["key"] for m in manifest] == [r["email"] for r in rows]
+    assert manifest[3]["file"] == "000004-odd_name@example.org.eml"
+    assert set(manifest[0]) == {
+        "row",
+        "key",
+        "file",
+        "envelope_sender",
+        "envelope_recipients",
+        "message_id",
+    }
+
+    assert batchmail("run", campaign).returncode == 0
+    for entry, received in zip(manifest, smtp_server.messages, strict=True):
+        written = (out / entry["file"]).read_bytes()
+        assert entry["message_id"] == received.message_id
+        assert entry["envelope_recipients"] == " ".join(received.rcpt_tos)
+        # Identical but for the Date header, which is the moment of sending.
+        assert _without_date(written) == _without_date(received.data)
+
+
+def _without_date(data: bytes) -> bytes:
+    return b"\r\n".join(line for line in data.split(b"\r\n") if not line.startswith(b"Date: "))
+
+
+def test_preview_prints_the_message_for_a_row(tmp_path: Path, smtp_server: SmtpTestServer) -> None:
+    campaign = write_campaign(tmp_path, people(3), server=smtp_server)
+    result = batchmail("preview", campaign, "--row", "2")
+    assert result.returncode == 0, result.stderr
+    assert "RCPT TO: person2@example.org" in result.stderr
+    message = parse(result.stdout.encode())
+    assert message["Subject"] == "Hello Person 2"
+    assert batchmail("preview", campaign, "--row", "9").returncode == 2
+    assert smtp_server.commands == []
+
+
+def test_refused_recipients_fail_and_the_rest_are_sent(
+    tmp_path: Path, smtp_server_refusing: SmtpTestServer
+) -> None:
+    rows = people(4)
+    rows[1]["email"] = "refuse-me@example.org"
+    campaign = write_campaign(tmp_path, rows, server=smtp_server_refusing)
+
+    result = batchmail("run", campaign)
+
+    assert result.returncode == 1
+    assert "3 sent, 1 failed, 0 deferred, 0 unknown" in result.stdout
+    assert "batchmail resend" in result.stderr
+    status = status_json(campaign)
+    assert status["counts"]["failed"] == 1
+    (failed,) = status["recipients"]
+    assert failed["key"] == "refuse-me@example.org" and failed["code"] == 550
+    assert failed["status"] == "failed" and failed["attempts"] == 1 and failed["message_id"]
+    human = batchmail("status", campaign)
+    assert "refuse-me@example.org  failed: 550" in human.stdout and human.returncode == 1
+
+
+def test_partly_refused_envelope_is_sent_to_the_accepted_and_refusal_recorded(
+    tmp_path: Path, smtp_server_refusing: SmtpTestServer
+) -> None:
+    campaign = write_campaign(
+        tmp_path, people(1), server=smtp_server_refusing, message={"cc": "refuse-cc@example.org"}
+    )
+    result = batchmail("run", campaign)
+    assert result.returncode == 0, result.stderr
+    assert smtp_server_refusing.messages[0].rcpt_tos == ("person1@example.org",)
+    assert status_json(campaign)["counts"]["sent"] == 1
+    human = batchmail("status", campaign)
+    assert "person1@example.org  sent: 250" in human.stdout
+    assert "refused: refuse-cc@example.org: 550" in human.stdout
+
+
+def test_deferred_then_resend_delivers(
+    tmp_path: Path, smtp_server_deferring: SmtpTestServer
+) -> None:
+    rows = people(3)
+    rows[2]["email"] = "defer-me@example.org"
+    smtp_server_deferring.handler.defer_times = 3  # type: ignore[attr-defined]
+    campaign = write_campaign(
+        tmp_path, rows, server=smtp_server_deferring, send={"retries": 1, "retry_delay": 0.01}
+    )
+
+    first = batchmail("run", campaign)
+    assert first.returncode == 1
+    assert "2 sent, 0 failed, 1 deferred" in first.stdout
+    (deferred,) = status_json(campaign)["recipients"]
+    assert deferred["status"] == "deferred" and deferred["code"] == 451
+    assert deferred["attempts"] == 2  # the first try and one retry
+
+    second = batchmail("resend", campaign)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert status_json(campaign)["counts"]["sent"] == 3
+    delivered = [m.rcpt_tos for m in smtp_server_deferring.messages]
+    assert delivered.count(("defer-me@example.org",)) == 1
+    assert len(delivered) == 3
+
+
+def test_connection_lost_after_data_is_unknown_and_only_resent_on_request(
+    tmp_path: Path, smtp_server_dropping: SmtpTestServer
+) -> None:
+    handler = smtp_server_dropping.handler
+    handler.drop_at = "end_of_data"  # type: ignore[attr-defined]
+    handler.drop_after = 1  # type: ignore[attr-defined]
+    handler.drop_times = 1  # type: ignore[attr-defined]
+    campaign = write_campaign(tmp_path, people(3), server=smtp_server_dropping)
+
+    first = batchmail("run", campaign)
+
+    assert first.returncode == 1
+    assert "2 sent, 0 failed, 0 deferred, 1 unknown" in first.stdout
+    assert "--include-unknown" in first.stderr
+    (unknown,) = status_json(campaign)["recipients"]
+    assert unknown["key"] == "person2@example.org" and unknown["status"] == "unknown"
+
+    assert batchmail("resend", campaign).returncode == 1  # unknown is not resent by default
+    assert len(smtp_server_dropping.messages) == 2
+    assert batchmail("resend", campaign, "--include-unknown").returncode == 0
+    assert [m.rcpt_tos[0] for m in smtp_server_dropping.messages] == [
+        "person1@example.org",
+        "person3@example.org",
+        "person2@example.org",
+    ]
+
+
+def test_dropped_connection_before_data_reconnects_and_carries_on(
+    tmp_path: Path, smtp_server_dropping: SmtpTestServer
+) -> None:
+    handler = smtp_server_dropping.handler
+    handler.drop_at = "mail"  # type: ignore[attr-defined]
+    handler.drop_after = 2  # type: ignore[attr-defined]
+    handler.drop_times = 1  # type: ignore[attr-defined]
+    campaign = write_campaign(tmp_path, people(5), server=smtp_server_dropping)
+    result = batchmail("run", campaign)
+    assert result.returncode == 0, result.stdout + result.stderr
+    ids = smtp_server_dropping.message_ids()
+    assert len(ids) == 5 and len(set(ids)) == 5
+
+
+def test_421_reconnects_and_every_message_arrives_once(
+    tmp_path: Path, smtp_server_421: SmtpTestServer
+) -> None:
+    smtp_server_421.handler.close_after = 2  # type: ignore[attr-defined]
+    campaign = write_campaign(tmp_path, people(7), server=smtp_server_421)
+    result = batchmail("run", campaign)
+    assert result.returncode == 0, result.stdout + result.stderr
+    ids = smtp_server_421.message_ids()
+    assert len(ids) == 7 and len(set(ids)) == 7
+    assert smtp_server_421.commands.count("EHLO") >= 3
+
+
+def test_max_per_session_opens_fresh_sessions(tmp_path: Path, smtp_server: SmtpTestServer) -> None:
+    campaign = write_campaign(tmp_path, people(5), server=smtp_server, send={"max_per_session": 2})
+    assert batchmail("run", campaign).returncode == 0
+    assert smtp_server.commands.count("EHLO") == 3
+    assert len(smtp_server.messages) == 5
+
+
+def test_starttls_and_auth_with_password_from_environment(
+    tmp_path: Path, smtp_server_starttls_requiring_auth: SmtpTestServer
+) -> None:
+    server = smtp_server_starttls_requiring_auth
+    campaign = write_campaign(
+        tmp_path,
+        people(2),
+        server=server,
+        smtp={
+            "host": server.host,
+            "port": server.port,
+            "security": "starttls",
+            "username": USERNAME,
+            "password_env": "TEST_SMTP_PW",
+            "ca_file": str(server.ca_file),
+            "timeout": 5,
+        },
+    )
+    result = batchmail("run", campaign, env={"TEST_SMTP_PW": PASSWORD})
+    assert result.returncode == 0, result.stderr
+    assert all(m.tls for m in server.messages) and len(server.messages) == 2
+
+
+def test_wrong_password_aborts_with_exit_3_and_never_prints_it(
+    tmp_path: Path, smtp_server_starttls_requiring_auth: SmtpTestServer
+) -> None:
+    server = smtp_server_starttls_requiring_auth
+    campaign = write_campaign(
+        tmp_path,
+        people(2),
+        server=server,
+        smtp={
+            "host": server.host,
+            "port": server.port,
+            "security": "starttls",
+            "username": USERNAME,
+            "password_env": "TEST_SMTP_PW",
+            "ca_file": str(server.ca_file),
+        },
+    )
+    result = batchmail("run", campaign, env={"TEST_SMTP_PW": "wrong-Secret-123"})
+    assert result.returncode == 3
+    assert "535" in result.stderr and "authentication" in result.stderr.lower()
+    assert "wrong-Secret-123" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert server.messages == []
+
+
+def test_untrusted_certificate_aborts(tmp_path: Path, smtp_server_starttls: SmtpTestServer) -> None:
+    server = smtp_server_starttls
+    campaign = write_campaign(
+        tmp_path,
+        people(1),
+        server=server,
+        smtp={"host": server.host, "port": server.port, "security": "starttls"},
+    )
+    result = batchmail("run", campaign)
+    assert result.returncode == 3
+    assert "certificate" in result.stderr.lower() and server.messages == []
+
+
+def test_starttls_not_offered_aborts(
+    tmp_path: Path, smtp_server_without_starttls: SmtpTestServer
+) -> None:
+    campaign = write_campaign(tmp_path, people(1), server=smtp_server_without_starttls)
+    result = batchmail("run", campaign)
+    assert result.returncode == 3 and "STARTTLS" in result.stderr
+    assert smtp_server_without_starttls.messages == []
+
+
+def test_unreachable_server_names_host_and_port(tmp_path: Path, closed_port: int) -> None:
+    campaign = write_campaign(
+        tmp_path,
+        people(1),
+        smtp={"host": "127.0.0.1", "port": closed_port, "security": "none", "timeout": 2},
+        send={"retries": 1, "retry_delay": 0.01},
+    )
+    result = batchmail("run", campaign)
+    assert result.returncode == 3
+    assert f"127.0.0.1:{closed_port}" in result.stderr and "refused" in result.stderr.lower()
+    assert "Traceback" not in result.stderr
+    assert status_json(campaign)["counts"]["pending"] == 1
+
+
+def test_init_writes_a_campaign_that_checks_and_runs(tmp_path: Path) -> None:
+    result = batchmail("init", tmp_path / "new")
+    assert result.returncode == 0, result.stderr
+    campaign = tmp_path / "new" / "campaign.yaml"
+    assert batchmail("check", campaign).returncode == 0
+    assert batchmail("run", campaign).returncode == 0
+    assert batchmail("init", tmp_path / "new").returncode == 2  # never overwrites
+
+
+def test_help_lists_every_command() -> None:
+    result = batchmail("--help")
+    for command in ("check", "preview", "run", "resend", "status", "sink", "init"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_bad_rows_are_all_reported_and_nothing_is_sent(
+    tmp_path: Path, smtp_server: SmtpTestServer, command: str
+) -> None:
+    rows = people(8)
+    rows[1]["email"] = "a@b.com>, evil@x.com"
+    rows[2]["email"] = '"x"@'
+    rows[3]["name"] = "Mallory\r\nBcc: victim@example.com"
+    rows[4]["email"] = rows[0]["email"]
+    rows[5]["code"] = ""
+    campaign = write_campaign(
+        tmp_path, rows, server=smtp_server, message={"attachments": ["files/{{ code }}.pdf"]}
+    )
+    (tmp_path / "files").mkdir()
+    for row in rows:
+        if row["code"]:
+            (tmp_path / "files" / f"{row['code']}.pdf").write_bytes(b"%PDF-1.4 test")
+    (tmp_path / "files" / "C00007.pdf").unlink()
+
+    result = batchmail(command, campaign)
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    text = result.stderr
+    assert "nothing was sent" in text
+    assert 'people.csv, row 2, message.to: "evil@x.com>" is not one address' in text
+    assert "people.csv, row 3" in text
+    assert "people.csv, row 4" in text
+    assert "people.csv, row 5 (line 7), column email: duplicate key" in text
+    assert "people.csv, row 6" in text
+    assert "people.csv, row 7" in text and "C00007.pdf" in text
+    assert "row 1 " not in text and "row 8" not in text
+    assert smtp_server.commands == []
+
+
+def test_undefined_variable_names_template_line_and_row(
+    tmp_path: Path, smtp_server: SmtpTestServer
+) -> None:
+    campaign = write_campaign(
+        tmp_path, people(2), server=smtp_server, text="Hello {{ name }},\n\n{{ nmae }}\n"
+    )
+    result = batchmail("check", campaign)
+    assert result.returncode == 2
+    assert "body.txt.j2, line 3" in result.stderr and "'nmae' is undefined" in result.stderr
+    assert "row 1" in result.stderr and "row 2" in result.stderr
+
+
+def test_templated_attachment_leaving_the_directory_is_refused(
+    tmp_path: Path, smtp_server: SmtpTestServer
+) -> None:
+    rows = people(1)
+    rows[0]["code"] = "../../../../etc/passwd"
+    campaign = write_campaign(
+        tmp_path / "c", rows, server=smtp_server, message={"attachments": ["{{ code }}"]}
+    )
+    result = batchmail("run", campaign)
+    assert result.returncode == 2 and "campaign's directory" in result.stderr
+    assert smtp_server.commands == []
+
+
+def test_csv_problems_reported_with_hints(tmp_path: Path, smtp_server: SmtpTestServer) -> None:
+    campaign = write_campaign(tmp_path, people(2), server=smtp_server)
+    csv_path = tmp_path / "people.csv"
+    csv_path.write_bytes(b"email,name,code\na@example.org,Ren\xe9,1\n")
+    result = batchmail("check", campaign)
+    assert result.returncode == 2 and "recipients.encoding" in result.stderr
+    csv_path.write_bytes(b"mail,name,code\na@example.org,A,1\n")
+    result = batchmail("run", campaign)
+    assert result.returncode == 2 and "no column 'email'" in result.stderr
+    assert smtp_server.commands == []
+
+
+def test_bad_campaign_file_is_one_clear_paragraph(tmp_path: Path) -> None:
+    campaign = tmp_path / "c.yaml"
+    campaign.write_text("smtp:\n  host: x\n  port: abc\nrecipients: {file: nope.csv}\n")
+    result = batchmail("run", campaign)
+    assert result.returncode == 2
+    assert "smtp.port: expected an integer, line 3" in result.stderr
+    assert "recipients.file: nope.csv not found" in result.stderr
+    assert "Traceback" not in result.stderr
