@@ -437,3 +437,46 @@ def test_bad_campaign_file_is_one_clear_paragraph(tmp_path: Path) -> None:
     assert "smtp.port: expected an integer, line 3" in result.stderr
     assert "recipients.file: nope.csv not found" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _stderr_on_a_terminal(*args: str | Path) -> str:
+    """Run batchmail with stderr on a pseudo-terminal of 100 columns; return what it drew."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "batchmail", *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
+        stdin=subprocess.DEVNULL,
+    )
+    os.close(slave)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal closes when the child exits
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    process.wait(timeout=60)
+    os.close(master)
+    return drawn.decode("utf-8", "replace")
+
+
+def test_progress_bar_on_a_terminal_only(tmp_path: Path, smtp_server: SmtpTestServer) -> None:
+    campaign = write_campaign(tmp_path / "a", people(4), server=smtp_server)
+    drawn = _stderr_on_a_terminal("run", campaign)
+    assert "4/4" in drawn and "sent=4" in drawn and "failed=0" in drawn
+    quiet = write_campaign(tmp_path / "b", people(4), server=smtp_server)
+    assert "4/4" not in _stderr_on_a_terminal("run", quiet, "--quiet")
+    piped = write_campaign(tmp_path / "c", people(4), server=smtp_server)
+    assert batchmail("run", piped).stderr == ""  # not a terminal: no bar
