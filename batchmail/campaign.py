@@ -70,6 +70,8 @@ class SendConfig:
     max_per_session: int = 0  # 0 = never reconnect on purpose
     retries: int = 3  # further attempts after a transient failure
     retry_delay: float = 2.0  # seconds before the first retry; doubles each time
+    window: int = 0  # messages per pipelined batch; 0 = the transport's own choice
+    sessions: int = 1  # parallel SMTP sessions to the same server
 
 
 @dataclass(frozen=True)
@@ -486,7 +488,11 @@ class _Reader:
         return tuple(headers)
 
     def send(self, value: Any) -> SendConfig | None:
-        values = self.section(value, "send", {"rate", "max_per_session", "retries", "retry_delay"})
+        values = self.section(
+            value,
+            "send",
+            {"rate", "max_per_session", "retries", "retry_delay", "window", "sessions"},
+        )
         if values is None:
             return None
         return SendConfig(
@@ -494,6 +500,8 @@ class _Reader:
             max_per_session=self.integer(values, "send.max_per_session", 0),
             retries=self.integer(values, "send.retries", 3, 0, 100),
             retry_delay=self.number(values, "send.retry_delay", 2.0),
+            window=self.integer(values, "send.window", 0, 0, 1000),
+            sessions=self.integer(values, "send.sessions", 1, 1, 64),
         )
 
 

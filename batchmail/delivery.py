@@ -34,7 +34,7 @@ def dry_run(campaign: Campaign, out_dir: Path | None, progress: Progress | None)
     require_valid(campaign)
     directory = out_dir or campaign.state_dir / "outbox"
     outbox = Outbox(directory)
-    runner = Runner(campaign, outbox, None, select=lambda entry: True, progress=progress)
+    runner = Runner(campaign, [outbox], None, select=lambda entry: True, progress=progress)
     return RunResult(runner.run(), True, str(directory))
 
 
@@ -44,26 +44,27 @@ def send(
     """`run` (pending recipients) or `resend` (with a resend selector)."""
     require_valid(campaign)
     with campaign_lock(campaign), Journal.open(journal_path(campaign)) as journal:
-        with _transport(campaign) as (transport, delivered_to):
-            summary = Runner(campaign, transport, journal, select=select, progress=progress).run()
+        with _transports(campaign) as (transports, delivered_to):
+            runner = Runner(campaign, transports, journal, select=select, progress=progress)
+            summary = runner.run()
         counts = count_statuses(recipient_statuses(campaign, journal))
     all_sent = sum(counts.values()) == counts["sent"]
     return RunResult(summary, all_sent, delivered_to)
 
 
 @contextlib.contextmanager
-def _transport(campaign: Campaign) -> Iterator[tuple[SmtpSession, str]]:
+def _transports(campaign: Campaign) -> Iterator[tuple[list[SmtpSession], str]]:
+    """One SMTP session per ``send.sessions``, and where they deliver."""
     config = campaign.smtp
+    count = campaign.send.sessions
     if config.embedded:
         maildir = campaign.state_dir / "sink"
         with embedded_sink(maildir) as (host, port):
-            yield (
-                SmtpSession(config, None, host=host, port=port),
-                f"the embedded server's Maildir {maildir}",
-            )
+            sessions = [SmtpSession(config, None, host=host, port=port) for _ in range(count)]
+            yield sessions, f"the embedded server's Maildir {maildir}"
         return
     password = resolve_password(config, campaign.path.name)
-    yield SmtpSession(config, password), f"{config.host}:{config.port}"
+    yield [SmtpSession(config, password) for _ in range(count)], f"{config.host}:{config.port}"
 
 
 @contextlib.contextmanager

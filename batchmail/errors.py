@@ -34,6 +34,7 @@ class BatchmailError(Exception):
     """Base of every error batchmail reports to its user."""
 
     exit_code = 1
+    transient = False  # True where trying again later may work (a server unreachable now)
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -17,7 +17,8 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -122,6 +123,8 @@ class Journal:
         self.path = path
         self.readonly = readonly
         self._connection: sqlite3.Connection | None = connection
+        # Parallel sessions share one journal: one statement or transaction at a time.
+        self._lock = threading.RLock()
 
     @classmethod
     def open(cls, path: Path) -> Journal:
@@ -167,27 +170,38 @@ class Journal:
 
     def mark_in_flight(self, message: ComposedMessage) -> None:
         """Record, durably, that the message data is about to go to the server."""
+        self.mark_in_flight_many((message,))
+
+    def mark_in_flight_many(self, messages: Iterable[ComposedMessage]) -> None:
+        """Record, durably and in one transaction, that these messages' data is about to go
+        out (a pipelined window of them)."""
         with self._writing() as connection:
-            previous = _status_and_attempts(connection, message.key)
-            _refuse_if_sent(previous, message.key, "mark in flight")
-            attempts = 1 if previous is None else previous[1] + 1
-            # No reply yet for this attempt: an earlier attempt's reply must not linger.
-            connection.execute(_UPSERT, _values(message, IN_FLIGHT, attempts, None))
+            for message in messages:
+                previous = _status_and_attempts(connection, message.key)
+                _refuse_if_sent(previous, message.key, "mark in flight")
+                attempts = 1 if previous is None else previous[1] + 1
+                # No reply yet for this attempt: an earlier attempt's reply must not linger.
+                connection.execute(_UPSERT, _values(message, IN_FLIGHT, attempts, None))
 
     def record(self, message: ComposedMessage, outcome: Outcome) -> None:
         """Record, durably, the server's answer (or its absence) for one message."""
+        self.record_many(((message, outcome),))
+
+    def record_many(self, results: Iterable[tuple[ComposedMessage, Outcome]]) -> None:
+        """Record, durably and in one transaction, the outcomes of several messages."""
         with self._writing() as connection:
-            previous = _status_and_attempts(connection, message.key)
-            _refuse_if_sent(previous, message.key, "record an outcome for")
-            # A message that failed before its data went out was never marked in flight.
-            if previous is None:
-                attempts = 1
-            elif previous[0] == IN_FLIGHT:
-                attempts = previous[1]
-            else:
-                attempts = previous[1] + 1
-            status = Status(outcome.status).value
-            connection.execute(_UPSERT, _values(message, status, attempts, outcome))
+            for message, outcome in results:
+                previous = _status_and_attempts(connection, message.key)
+                _refuse_if_sent(previous, message.key, "record an outcome for")
+                # A message that failed before its data went out was never marked in flight.
+                if previous is None:
+                    attempts = 1
+                elif previous[0] == IN_FLIGHT:
+                    attempts = previous[1]
+                else:
+                    attempts = previous[1] + 1
+                status = Status(outcome.status).value
+                connection.execute(_UPSERT, _values(message, status, attempts, outcome))
 
     def entries(self) -> Iterator[JournalEntry]:
         """Every entry in CSV row order, read from a cursor one at a time."""
@@ -236,27 +250,29 @@ class Journal:
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
-        try:
-            yield self._open_connection()
-        except sqlite3.Error as exc:
-            raise _aborted("read", self.path, exc) from exc
+        with self._lock:
+            try:
+                yield self._open_connection()
+            except sqlite3.Error as exc:
+                raise _aborted("read", self.path, exc) from exc
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:
         """One immediate transaction, committed before the caller goes on."""
         if self.readonly:
             raise ValueError(f"the journal {self.path} was opened read-only")
-        connection = self._open_connection()
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            yield connection
-            connection.execute("COMMIT")
-        except sqlite3.Error as exc:
-            _rollback(connection)
-            raise _aborted("write", self.path, exc) from exc
-        except BaseException:
-            _rollback(connection)
-            raise
+        with self._lock:
+            connection = self._open_connection()
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                yield connection
+                connection.execute("COMMIT")
+            except sqlite3.Error as exc:
+                _rollback(connection)
+                raise _aborted("write", self.path, exc) from exc
+            except BaseException:
+                _rollback(connection)
+                raise
 
     def _open_connection(self) -> sqlite3.Connection:
         if self._connection is None:
@@ -268,7 +284,11 @@ def _connect(path: Path, database: str, uri: bool) -> sqlite3.Connection:
     try:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, nothing is deferred.
         connection = sqlite3.connect(
-            database, isolation_level=None, timeout=BUSY_TIMEOUT_SECONDS, uri=uri
+            database,
+            isolation_level=None,
+            timeout=BUSY_TIMEOUT_SECONDS,
+            uri=uri,
+            check_same_thread=False,  # shared by parallel sessions, guarded by Journal._lock
         )
     except sqlite3.Error as exc:
         raise _aborted("open", path, exc) from exc

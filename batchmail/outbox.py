@@ -11,13 +11,14 @@ import csv
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TextIO
 
 from batchmail.errors import RunAborted
 from batchmail.outcomes import ComposedMessage, Outcome, Status
+from batchmail.transport import BeforeData, send_one_by_one
 
 MANIFEST_NAME = "manifest.csv"
 MANIFEST_HEADER = (
@@ -80,6 +81,15 @@ class Outbox:
         if not self._started:
             self._append(MANIFEST_HEADER)
             self._started = True
+
+    @property
+    def window(self) -> int:
+        return 64  # no server to wait for: batches only save the runner's bookkeeping
+
+    def send_batch(
+        self, messages: Sequence[ComposedMessage], before_data: BeforeData
+    ) -> list[Outcome]:
+        return send_one_by_one(self, messages, before_data)
 
     def send(self, message: ComposedMessage, before_data: Callable[[], None]) -> Outcome:
         """Write the message's bytes to their own file and list it in the manifest."""

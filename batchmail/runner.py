@@ -1,19 +1,23 @@
-"""The send loop: skip what the journal already has, send, record; retries, rate, sessions.
+"""The send loop: skip what the journal already has, send in batches, record; retries, rate,
+fresh sessions, parallel sessions.
 
 Durability order for every message (think SIGKILL at each line):
-  1. the transport calls ``before_data`` once the server is ready for the data, and the
-     journal marks the message in flight, durably, before the first byte of data goes out;
+  1. the transport calls ``before_data`` when the server is ready for the data, and the
+     journal marks the messages in flight, durably, before the first byte of data goes out;
   2. the server replies;
-  3. the outcome is journalled, durably.
+  3. the outcomes are journalled, durably.
 A kill between 1 and 3 leaves the message ``unknown`` (it may have arrived), never pending,
 so no later run sends it again unless the user asks with ``resend --include-unknown``.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -23,24 +27,13 @@ from batchmail.check import MessageFactory
 from batchmail.errors import RunAborted
 from batchmail.journal import Journal, JournalEntry
 from batchmail.outcomes import ComposedMessage, Outcome, Status
-from batchmail.recipients import read_recipients
-
-
-class Transport(Protocol):
-    """What the runner sends through: an SMTP session or the dry-run outbox."""
-
-    @property
-    def connected(self) -> bool: ...
-
-    def connect(self) -> None: ...
-
-    def send(self, message: ComposedMessage, before_data: Callable[[], None]) -> Outcome: ...
-
-    def close(self) -> None: ...
+from batchmail.ratelimit import TokenBucket
+from batchmail.recipients import Recipient, read_recipients
+from batchmail.transport import Transport
 
 
 class Progress(Protocol):
-    """How the runner reports; the CLI draws a bar from it."""
+    """How the runner reports; the CLI draws a bar from it. Called from one thread at a time."""
 
     def start(self, total: int) -> None: ...
 
@@ -77,114 +70,189 @@ class RunSummary:
         return sum(self.counts.values())
 
 
+@dataclass(order=True)
+class _Retry:
+    due: float
+    order: int
+    message: ComposedMessage = field(compare=False)
+    attempt: int = field(compare=False)  # attempts made so far
+
+
 @dataclass
 class Runner:
     campaign: Campaign
-    transport: Transport
+    transports: Sequence[Transport]  # one per parallel session
     journal: Journal | None  # None for a dry run: nothing is recorded
     select: Selector = select_pending
     progress: Progress | None = None
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
 
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()  # guards the source, the retries, summary and progress
+        self._retries: list[_Retry] = []
+        self._order = itertools.count()
+        self._in_progress = 0  # batches being sent: their retries may still come
+        self._stop = threading.Event()
+        self._bucket = TokenBucket(self.campaign.send.rate, self.clock, self.sleep)
+        self._summary = RunSummary()
+
     def run(self) -> RunSummary:
         factory = MessageFactory.prepare(self.campaign)
-        summary = RunSummary()
-        summary.selected = sum(1 for _ in self._selected())
-        if self.progress:
-            self.progress.start(summary.selected)
-        pacer = _Pacer(self.campaign.send.rate, self.sleep, self.clock)
-        in_session = 0
-        try:
-            for recipient in self._selected():
-                message = factory.build(recipient, datetime.now(UTC))
-                max_per_session = self.campaign.send.max_per_session
-                if max_per_session and in_session >= max_per_session and self.transport.connected:
-                    self.transport.close()
-                if not self.transport.connected:
-                    self._connect()
-                    in_session = 0
-                pacer.wait()
-                outcome = self._deliver(message)
-                in_session += 1
-                summary.counts[outcome.status.value] += 1
-                if self.progress:
-                    self.progress.outcome(message, outcome)
-        finally:
-            self.transport.close()
-        total = sum(1 for _ in read_recipients(self.campaign.recipients))
-        summary.skipped = total - summary.selected
-        return summary
-
-    def _selected(self):  # type: ignore[no-untyped-def]
+        total = 0
         for recipient in read_recipients(self.campaign.recipients):
-            entry = self.journal.get(recipient.key) if self.journal else None
-            if self.select(entry):
-                yield recipient
+            total += 1
+            self._summary.selected += self._selected(recipient)
+        self._summary.skipped = total - self._summary.selected
+        if self.progress:
+            self.progress.start(self._summary.selected)
+        self._source = self._messages(factory)
+        try:
+            if len(self.transports) == 1:
+                self._session(self.transports[0])  # in this thread, so Ctrl-C lands here
+            else:
+                self._parallel_sessions()
+        finally:
+            for transport in self.transports:
+                transport.close()
+        return self._summary
 
-    def _deliver(self, message: ComposedMessage) -> Outcome:
-        """One message, with retries for transient failures; every outcome journalled."""
-        retries = self.campaign.send.retries
-        delay = self.campaign.send.retry_delay
+    # --- what to send -------------------------------------------------------------------
+
+    def _selected(self, recipient: Recipient) -> bool:
+        entry = self.journal.get(recipient.key) if self.journal else None
+        return self.select(entry)
+
+    def _messages(self, factory: MessageFactory) -> Iterator[ComposedMessage]:
+        for recipient in read_recipients(self.campaign.recipients):
+            # Asked again now, not from the first pass: another process may have sent it.
+            if self._selected(recipient):
+                yield factory.build(recipient, datetime.now(UTC))
+
+    def _next_batch(self, size: int) -> list[tuple[ComposedMessage, int]] | float | None:
+        """Up to ``size`` messages with their attempts so far; or seconds to wait for a retry
+        to fall due; or None when everything is done."""
+        with self._lock:
+            now = self.clock()
+            batch: list[tuple[ComposedMessage, int]] = []
+            while self._retries and self._retries[0].due <= now and len(batch) < size:
+                retry = heapq.heappop(self._retries)
+                batch.append((retry.message, retry.attempt))
+            while len(batch) < size and (not batch or self._bucket.available()):
+                message = next(self._source, None)
+                if message is None:
+                    break
+                batch.append((message, 0))
+            if batch:
+                self._in_progress += 1
+                return batch
+            if self._retries:
+                return max(0.0, self._retries[0].due - now)
+            return 0.05 if self._in_progress else None
+
+    # --- sending ------------------------------------------------------------------------
+
+    def _session(self, transport: Transport) -> None:
+        send = self.campaign.send
+        window = send.window or transport.window
+        sent_in_session = 0
+        while not self._stop.is_set():
+            if send.max_per_session and sent_in_session >= send.max_per_session:
+                transport.close()
+            if not transport.connected:
+                self._connect(transport)
+                sent_in_session = 0
+            size = window
+            if send.max_per_session:
+                size = min(size, send.max_per_session - sent_in_session)
+            batch = self._next_batch(size)
+            if batch is None:
+                return
+            if isinstance(batch, float):
+                self.sleep(batch)
+                continue
+            try:
+                for _ in batch:
+                    self._bucket.take()
+                self._send(transport, batch)
+            finally:
+                with self._lock:
+                    self._in_progress -= 1
+            sent_in_session += len(batch)
+
+    def _send(self, transport: Transport, batch: list[tuple[ComposedMessage, int]]) -> None:
+        messages = [message for message, _ in batch]
         journal = self.journal
 
-        def before_data() -> None:
+        def before_data(going: Sequence[ComposedMessage]) -> None:
             if journal is not None:
-                journal.mark_in_flight(message)
+                journal.mark_in_flight_many(going)
 
-        attempt = 0
-        while True:
-            if not self.transport.connected:
-                self._connect()
-            outcome = self.transport.send(message, before_data)
-            if journal is not None:
-                journal.record(message, outcome)
-            if not (outcome.status is Status.DEFERRED and outcome.transient) or attempt >= retries:
-                return outcome
-            attempt += 1
-            wait = delay * 2 ** (attempt - 1)
-            if self.progress:
-                self.progress.note(
-                    f"row {message.row_number} ({message.key}): {_reply_text(outcome)}; "
-                    f"retry {attempt} of {retries} in {wait:g}s"
-                )
-            self.sleep(wait)
+        outcomes = transport.send_batch(messages, before_data)
+        if journal is not None:
+            journal.record_many(zip(messages, outcomes, strict=True))
+        retries = self.campaign.send.retries
+        delay = self.campaign.send.retry_delay
+        with self._lock:
+            for (message, attempt), outcome in zip(batch, outcomes, strict=True):
+                if outcome.status is Status.DEFERRED and outcome.transient and attempt < retries:
+                    wait = delay * 2**attempt
+                    retry = _Retry(self.clock() + wait, next(self._order), message, attempt + 1)
+                    heapq.heappush(self._retries, retry)
+                    self._note(
+                        f"row {message.row_number} ({message.key}): {_reply_text(outcome)}; "
+                        f"retry {attempt + 1} of {retries} in {wait:g}s"
+                    )
+                    continue
+                self._summary.counts[outcome.status.value] += 1
+                if self.progress:
+                    self.progress.outcome(message, outcome)
 
-    def _connect(self) -> None:
+    def _connect(self, transport: Transport) -> None:
         """Connect, retrying an unreachable server with backoff; RunAborted when it stays so."""
         retries = self.campaign.send.retries
         delay = self.campaign.send.retry_delay
         for attempt in range(retries + 1):
             try:
-                self.transport.connect()
+                transport.connect()
                 return
             except RunAborted as exc:
-                if not getattr(exc, "transient", False) or attempt >= retries:
+                if not exc.transient or attempt >= retries or self._stop.is_set():
                     raise
                 wait = delay * 2**attempt
-                if self.progress:
-                    self.progress.note(f"{exc}; trying again in {wait:g}s")
+                with self._lock:
+                    self._note(f"{exc}; trying again in {wait:g}s")
                 self.sleep(wait)
+
+    def _parallel_sessions(self) -> None:
+        errors: list[BaseException] = []
+
+        def work(transport: Transport) -> None:
+            try:
+                self._session(transport)
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread below
+                errors.append(exc)
+                self._stop.set()
+
+        threads = [threading.Thread(target=work, args=(t,), daemon=True) for t in self.transports]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.2)
+        except KeyboardInterrupt:
+            self._stop.set()  # each session finishes the batch it is sending, then stops
+            for thread in threads:
+                thread.join()
+            raise
+        if errors:
+            raise errors[0]
+
+    def _note(self, text: str) -> None:
+        if self.progress:
+            self.progress.note(text)
 
 
 def _reply_text(outcome: Outcome) -> str:
     return f"{outcome.code} {outcome.reply}".strip() if outcome.code else outcome.reply
-
-
-class _Pacer:
-    """At most ``rate`` messages per second; free when the rate is 0."""
-
-    def __init__(self, rate: float, sleep: Callable[[float], None], clock: Callable[[], float]):
-        self._interval = 1.0 / rate if rate > 0 else 0.0
-        self._sleep = sleep
-        self._clock = clock
-        self._next = 0.0
-
-    def wait(self) -> None:
-        if not self._interval:
-            return
-        now = self._clock()
-        if self._next > now:
-            self._sleep(self._next - now)
-            now = self._next
-        self._next = max(self._next, now) + self._interval

@@ -11,13 +11,14 @@ import re
 import smtplib
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
 from batchmail.campaign import SmtpConfig
 from batchmail.errors import RunAborted
 from batchmail.outcomes import ComposedMessage, Outcome, RecipientRefusal, Status
+from batchmail.transport import BeforeData, send_one_by_one
 
 LOST_BEFORE_DATA = "connection lost before the message was sent"
 LOST_AFTER_DATA = "connection lost after the message data was sent; it may have been delivered"
@@ -107,6 +108,16 @@ class SmtpSession:
             raise
         self._smtp = smtp
         self._used = False
+
+    @property
+    def window(self) -> int:
+        return 1
+
+    def send_batch(
+        self, messages: Sequence[ComposedMessage], before_data: BeforeData
+    ) -> list[Outcome]:
+        """Several transactions, one after another; see ``transport.Transport``."""
+        return send_one_by_one(self, messages, before_data)
 
     def send(self, message: ComposedMessage, before_data: Callable[[], None]) -> Outcome:
         """One mail transaction. ``before_data`` is called once the server has said 354, just

@@ -480,3 +480,16 @@ def test_progress_bar_on_a_terminal_only(tmp_path: Path, smtp_server: SmtpTestSe
     assert "4/4" not in _stderr_on_a_terminal("run", quiet, "--quiet")
     piped = write_campaign(tmp_path / "c", people(4), server=smtp_server)
     assert batchmail("run", piped).stderr == ""  # not a terminal: no bar
+
+
+def test_parallel_sessions_share_the_work_and_send_each_recipient_once(
+    tmp_path: Path, smtp_server: SmtpTestServer
+) -> None:
+    campaign = write_campaign(tmp_path, people(30), server=smtp_server, send={"sessions": 3})
+    result = batchmail("run", campaign)
+    assert result.returncode == 0, result.stderr
+    assert "30 sent" in result.stdout
+    ids = smtp_server.message_ids()
+    assert len(ids) == 30 and len(set(ids)) == 30
+    assert smtp_server.commands.count("EHLO") == 3
+    assert status_json(campaign)["counts"]["sent"] == 30

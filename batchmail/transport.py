@@ -1,0 +1,57 @@
+"""What the runner sends through: an SMTP session, or the dry-run outbox.
+
+A transport takes a batch of messages and returns one ``Outcome`` per message, in order.
+``before_data(messages)`` is called with the messages whose data is about to go out, before
+the first byte of it does (the runner marks them in flight in the journal there); a
+transport that pipelines calls it once per window, one that doesn't, once per message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from batchmail.outcomes import ComposedMessage, Outcome, Status
+
+BeforeData = Callable[[Sequence[ComposedMessage]], None]
+
+NOT_SENT = "connection lost before the message was sent"
+
+
+class Transport(Protocol):
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def window(self) -> int:
+        """How many messages it wants in one batch."""
+        ...
+
+    def connect(self) -> None: ...
+
+    def send_batch(
+        self, messages: Sequence[ComposedMessage], before_data: BeforeData
+    ) -> list[Outcome]: ...
+
+    def close(self) -> None: ...
+
+
+class SendsOneByOne(Protocol):
+    @property
+    def connected(self) -> bool: ...
+
+    def send(self, message: ComposedMessage, before_data: Callable[[], None]) -> Outcome: ...
+
+
+def send_one_by_one(
+    transport: SendsOneByOne, messages: Sequence[ComposedMessage], before_data: BeforeData
+) -> list[Outcome]:
+    """A batch as consecutive single transactions. Once the connection is lost, the rest of
+    the batch is DEFERRED (transient: nothing of it went out) for the runner to retry."""
+    outcomes: list[Outcome] = []
+    for message in messages:
+        if not transport.connected:
+            outcomes.append(Outcome(Status.DEFERRED, None, NOT_SENT, transient=True))
+            continue
+        outcomes.append(transport.send(message, lambda m=message: before_data((m,))))
+    return outcomes
