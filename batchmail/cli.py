@@ -93,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
         help="directory for --dry-run (default .batchmail/<name>/outbox/)",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
+    run.add_argument(
+        "--allow-changed",
+        action="store_true",
+        help="carry on although the campaign file, a template or a shared attachment changed "
+        "since the first message was sent",
+    )
 
     resend = command(
         "resend", _resend, "Send again to recipients whose last outcome is failed or deferred."
@@ -104,6 +110,12 @@ def _parser() -> argparse.ArgumentParser:
         help="also recipients whose outcome is unknown (they may have received it)",
     )
     resend.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
+    resend.add_argument(
+        "--allow-changed",
+        action="store_true",
+        help="carry on although the campaign file, a template or a shared attachment changed "
+        "since the first message was sent",
+    )
 
     status = command(
         "status",
@@ -167,7 +179,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.dry_run:
             result = dry_run(campaign, args.out, progress)
         else:
-            result = send(campaign, progress=progress)
+            result = send(campaign, progress=progress, allow_changed=args.allow_changed)
     finally:
         progress.close()
     return _finish(campaign, args, result, dry=args.dry_run)
@@ -177,7 +189,9 @@ def _resend(args: argparse.Namespace) -> int:
     campaign = load_campaign(args.campaign)
     progress = _BarProgress(args.quiet)
     try:
-        result = send(campaign, select_resendable(args.include_unknown), progress)
+        result = send(
+            campaign, select_resendable(args.include_unknown), progress, args.allow_changed
+        )
     finally:
         progress.close()
     return _finish(campaign, args, result, dry=False)

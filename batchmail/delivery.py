@@ -8,12 +8,14 @@ import fcntl
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from batchmail.campaign import Campaign
 from batchmail.check import require_valid
 from batchmail.credentials import resolve_password
-from batchmail.errors import RunAborted, RunLocked
+from batchmail.errors import CampaignChanged, RunAborted, RunLocked
+from batchmail.fingerprint import campaign_fingerprint, changed_parts, encode
 from batchmail.journal import Journal
 from batchmail.outbox import Outbox
 from batchmail.report import count_statuses, journal_path, recipient_statuses
@@ -39,17 +41,41 @@ def dry_run(campaign: Campaign, out_dir: Path | None, progress: Progress | None)
 
 
 def send(
-    campaign: Campaign, select: Selector = select_pending, progress: Progress | None = None
+    campaign: Campaign,
+    select: Selector = select_pending,
+    progress: Progress | None = None,
+    allow_changed: bool = False,
 ) -> RunResult:
     """`run` (pending recipients) or `resend` (with a resend selector)."""
     require_valid(campaign)
     with campaign_lock(campaign), Journal.open(journal_path(campaign)) as journal:
+        _check_fingerprint(campaign, journal, allow_changed)
         with _transports(campaign) as (transports, delivered_to):
             runner = Runner(campaign, transports, journal, select=select, progress=progress)
             summary = runner.run()
         counts = count_statuses(recipient_statuses(campaign, journal))
     all_sent = sum(counts.values()) == counts["sent"]
     return RunResult(summary, all_sent, delivered_to)
+
+
+def _check_fingerprint(campaign: Campaign, journal: Journal, allow_changed: bool) -> None:
+    """Refuse to carry on a started campaign whose content changed, unless allowed."""
+    current = campaign_fingerprint(campaign)
+    recorded = journal.get_meta("fingerprint")
+    started = any(journal.counts().values())
+    if recorded is not None and started and not allow_changed:
+        changed = changed_parts(recorded, current)
+        if changed:
+            since = journal.get_meta("fingerprint_at") or "the first send"
+            raise CampaignChanged(
+                f"{campaign.path.name}: the campaign changed since messages were first sent "
+                f"({since}): {', '.join(changed)}. Recipients already sent got the old content. "
+                "To send the rest with the new content, run again with --allow-changed; to start "
+                "a separate campaign, give it another `name:`."
+            )
+    if recorded != encode(current):
+        journal.set_meta("fingerprint", encode(current))
+        journal.set_meta("fingerprint_at", datetime.now(UTC).isoformat(timespec="seconds"))
 
 
 @contextlib.contextmanager

@@ -8,7 +8,9 @@ row or column at fault and, where there is one, the next step.
      │                             carries every ``Problem`` found, not just the first
      ├── RunAborted                the run cannot go on: authentication refused,
      │                             server unreachable, journal unwritable (exit 3)
-     └── RunLocked                 another run holds the campaign's lock (exit 2)
+     ├── RunLocked                 another run holds the campaign's lock (exit 2)
+     └── CampaignChanged           the campaign's content changed since its first send
+                                   and --allow-changed was not given (exit 2)
 
 Per-recipient SMTP results are not exceptions: they are ``outcomes.Outcome`` values.
 """
@@ -66,5 +68,11 @@ class RunAborted(BatchmailError):
 
 class RunLocked(BatchmailError):
     """Another batchmail process is sending this campaign."""
+
+    exit_code = 2
+
+
+class CampaignChanged(BatchmailError):
+    """The campaign file, a template or a shared attachment changed under a half-finished run."""
 
     exit_code = 2

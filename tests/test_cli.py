@@ -493,3 +493,39 @@ def test_parallel_sessions_share_the_work_and_send_each_recipient_once(
     assert len(ids) == 30 and len(set(ids)) == 30
     assert smtp_server.commands.count("EHLO") == 3
     assert status_json(campaign)["counts"]["sent"] == 30
+
+
+def test_a_changed_campaign_needs_allow_changed_to_carry_on(
+    tmp_path: Path, smtp_server_refusing: SmtpTestServer
+) -> None:
+    rows = people(3)
+    rows[1]["email"] = "refuse-me@example.org"
+    campaign = write_campaign(tmp_path, rows, server=smtp_server_refusing)
+    assert batchmail("run", campaign).returncode == 1
+    (tmp_path / "body.txt.j2").write_text("Dear {{ name }}, a new text.\n", encoding="utf-8")
+    with (tmp_path / "people.csv").open("a", encoding="utf-8") as handle:
+        handle.write("late@example.org,Late,C9\n")  # a new row alone is not a change
+
+    refused = batchmail("run", campaign)
+    assert refused.returncode == 2
+    assert "campaign changed" in refused.stderr and "message.text (body.txt.j2)" in refused.stderr
+    assert "--allow-changed" in refused.stderr
+    assert batchmail("resend", campaign).returncode == 2
+    assert len(smtp_server_refusing.messages) == 2
+
+    allowed = batchmail("run", campaign, "--allow-changed")
+    assert allowed.returncode == 1  # the refused recipient is still failed
+    assert len(smtp_server_refusing.messages) == 3
+    assert "a new text" in smtp_server_refusing.messages[-1].data.decode()
+    # The new content is now the recorded one: no flag needed from here on.
+    assert batchmail("resend", campaign).returncode == 1
+
+
+def test_adding_recipients_is_not_a_change(tmp_path: Path, smtp_server: SmtpTestServer) -> None:
+    campaign = write_campaign(tmp_path, people(2), server=smtp_server)
+    assert batchmail("run", campaign).returncode == 0
+    with (tmp_path / "people.csv").open("a", encoding="utf-8") as handle:
+        handle.write("late@example.org,Late,C9\n")
+    result = batchmail("run", campaign)
+    assert result.returncode == 0, result.stderr
+    assert "1 sent" in result.stdout and len(smtp_server.messages) == 3
