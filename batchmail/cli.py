@@ -22,7 +22,13 @@ from batchmail.errors import BatchmailError, CampaignError, Problem
 from batchmail.journal import Journal
 from batchmail.outcomes import ComposedMessage, Outcome, Status
 from batchmail.recipients import read_rows
-from batchmail.report import STATUSES, count_statuses, journal_path, recipient_statuses
+from batchmail.report import (
+    STATUSES,
+    count_statuses,
+    journal_path,
+    recipient_statuses,
+    write_csv_report,
+)
 from batchmail.runner import select_resendable
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT, EXIT_ABORTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -124,6 +130,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     status.add_argument("campaign", type=Path, help="the campaign YAML file")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--csv",
+        type=Path,
+        metavar="FILE",
+        help="write the recipients CSV with batchmail_status, batchmail_reply and "
+        "batchmail_sent_at columns added, row order kept",
+    )
 
     sink = command(
         "sink",
@@ -242,6 +255,10 @@ def _next_step_hint(campaign: Campaign, path: Path) -> str:
 
 def _status(args: argparse.Namespace) -> int:
     campaign = load_campaign(args.campaign)
+    if args.csv:
+        with _open_journal(campaign) as journal:
+            rows = write_csv_report(campaign, journal, args.csv)
+        print(f"wrote {rows} rows to {args.csv}", file=sys.stderr)
     with _open_journal(campaign) as journal:
         counts: Counter[str] = Counter({status: 0 for status in STATUSES})
         noteworthy = []  # only these are kept: memory stays flat for a large, healthy campaign

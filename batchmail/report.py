@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from batchmail.campaign import Campaign
+from batchmail.errors import RunAborted
 from batchmail.journal import Journal, JournalEntry
 from batchmail.recipients import read_recipients
 
@@ -28,6 +30,7 @@ class RecipientStatus:
     attempts: int
     message_id: str
     partly_refused: bool = False  # sent, but some envelope recipients were refused
+    sent_at: str = ""  # ISO 8601 UTC, when the server accepted it
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -45,6 +48,29 @@ def recipient_statuses(campaign: Campaign, journal: Journal | None) -> Iterator[
     for recipient in read_recipients(campaign.recipients):
         entry = journal.get(recipient.key) if journal else None
         yield _status_of(recipient.key, recipient.row_number, entry)
+
+
+REPORT_COLUMNS = ("batchmail_status", "batchmail_reply", "batchmail_sent_at")
+
+
+def write_csv_report(campaign: Campaign, journal: Journal | None, path: Path) -> int:
+    """The recipients CSV, row order kept, with each row's status, the server's reply and
+    when it was sent appended. Returns the number of rows written."""
+    rows = 0
+    try:
+        with path.open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle)
+            for recipient in read_recipients(campaign.recipients):
+                if rows == 0:
+                    writer.writerow([*recipient.fields, *REPORT_COLUMNS])
+                entry = journal.get(recipient.key) if journal else None
+                status = _status_of(recipient.key, recipient.row_number, entry)
+                reply = f"{status.code} {status.reply}" if status.code else status.reply
+                writer.writerow([*recipient.fields.values(), status.status, reply, status.sent_at])
+                rows += 1
+    except OSError as exc:
+        raise RunAborted(f"cannot write the report {path}: {exc.strerror}") from exc
+    return rows
 
 
 def count_statuses(statuses: Iterator[RecipientStatus]) -> Counter[str]:
@@ -70,4 +96,5 @@ def _status_of(key: str, row_number: int, entry: JournalEntry | None) -> Recipie
         entry.attempts,
         entry.message_id,
         bool(entry.refused),
+        entry.updated_at if entry.effective_status == "sent" else "",
     )

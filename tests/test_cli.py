@@ -529,3 +529,27 @@ def test_adding_recipients_is_not_a_change(tmp_path: Path, smtp_server: SmtpTest
     result = batchmail("run", campaign)
     assert result.returncode == 0, result.stderr
     assert "1 sent" in result.stdout and len(smtp_server.messages) == 3
+
+
+def test_status_csv_report_keeps_rows_and_adds_three_columns(
+    tmp_path: Path, smtp_server_refusing: SmtpTestServer
+) -> None:
+    rows = people(4)
+    rows[2]["email"] = "refuse-me@example.org"
+    rows[3]["name"] = 'Zoë, "the" tester'
+    campaign = write_campaign(
+        tmp_path, rows, server=smtp_server_refusing, message={"to": "{{ email }}"}
+    )
+    assert batchmail("run", campaign).returncode == 1
+    report = tmp_path / "report.csv"
+    result = batchmail("status", campaign, "--csv", report)
+    assert result.returncode == 1
+    with report.open(encoding="utf-8", newline="") as handle:
+        written = list(csv.DictReader(handle))
+    assert [list(r)[:3] for r in written] == [["email", "name", "code"]] * 4
+    for original, row in zip(rows, written, strict=True):
+        assert {k: row[k] for k in original} == original
+    assert [r["batchmail_status"] for r in written] == ["sent", "sent", "failed", "sent"]
+    assert written[2]["batchmail_reply"].startswith("550 ")
+    assert written[2]["batchmail_sent_at"] == ""
+    assert written[0]["batchmail_sent_at"].startswith("20")
