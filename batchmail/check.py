@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -35,9 +36,13 @@ class MessageFactory:
         renderer = Renderer.compile(campaign)
         return cls(renderer, Composer.prepare(campaign, renderer))
 
-    def build(self, recipient: Recipient, date: datetime | None = None) -> ComposedMessage:
+    def build(
+        self, recipient: Recipient, date: datetime | None = None, subject_prefix: str = ""
+    ) -> ComposedMessage:
         """Raises CampaignError with the row's problems."""
         rendered = self._renderer.render(recipient)
+        if subject_prefix:
+            rendered = dataclasses.replace(rendered, subject=subject_prefix + rendered.subject)
         return self._composer.compose(recipient, rendered, date=date)
 
 

@@ -17,7 +17,7 @@ from typing import TextIO
 from batchmail import __version__
 from batchmail.campaign import Campaign, load_campaign
 from batchmail.check import MessageFactory, check_campaign
-from batchmail.delivery import RunResult, dry_run, send
+from batchmail.delivery import RunResult, dry_run, send, test_send
 from batchmail.errors import BatchmailError, CampaignError, Problem
 from batchmail.journal import Journal
 from batchmail.outcomes import ComposedMessage, Outcome, Status
@@ -97,6 +97,19 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="DIR",
         help="directory for --dry-run (default .batchmail/<name>/outbox/)",
+    )
+    run.add_argument(
+        "--test-to",
+        metavar="ADDRESS",
+        help="send the first rows' messages, subject prefixed [TEST], only to ADDRESS; "
+        "the journal and the real recipients are not touched",
+    )
+    run.add_argument(
+        "--limit",
+        type=int,
+        default=3,
+        metavar="N",
+        help="with --test-to: how many rows (default 3)",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
     run.add_argument(
@@ -188,6 +201,16 @@ def _preview(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     campaign = load_campaign(args.campaign)
     progress = _BarProgress(args.quiet)
+    if args.test_to is not None:
+        if args.dry_run:
+            raise CampaignError([Problem("--test-to", "cannot be combined with --dry-run")])
+        result = test_send(campaign, args.test_to, max(1, args.limit))
+        print(
+            f"{campaign.name}: test send of {result.summary.selected} messages to "
+            f"{result.delivered_to}: "
+            + ", ".join(f"{result.summary.counts[s.value]} {s.value}" for s in Status)
+        )
+        return EXIT_OK if result.all_sent else EXIT_SOME_FAILED
     try:
         if args.dry_run:
             result = dry_run(campaign, args.out, progress)

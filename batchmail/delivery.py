@@ -4,6 +4,7 @@ embedded sink, or the dry-run outbox); then hand over to the Runner."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 from collections.abc import Iterator
@@ -11,13 +12,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from batchmail.campaign import Campaign
-from batchmail.check import require_valid
+from batchmail.addresses import AddressError, parse_address_list
+from batchmail.campaign import Campaign, SendConfig
+from batchmail.check import MessageFactory, require_valid
 from batchmail.credentials import resolve_password
-from batchmail.errors import CampaignChanged, RunAborted, RunLocked
+from batchmail.errors import CampaignChanged, CampaignError, Problem, RunAborted, RunLocked
 from batchmail.fingerprint import campaign_fingerprint, changed_parts, encode
 from batchmail.journal import Journal
 from batchmail.outbox import Outbox
+from batchmail.outcomes import Envelope
+from batchmail.recipients import read_recipients
 from batchmail.report import count_statuses, journal_path, recipient_statuses
 from batchmail.runner import Progress, Runner, RunSummary, Selector, select_pending
 from batchmail.sink import embedded_sink
@@ -56,6 +60,52 @@ def send(
         counts = count_statuses(recipient_statuses(campaign, journal))
     all_sent = sum(counts.values()) == counts["sent"]
     return RunResult(summary, all_sent, delivered_to)
+
+
+TEST_PREFIX = "[TEST] "
+
+
+def test_send(campaign: Campaign, address: str, limit: int) -> RunResult:
+    """The first ``limit`` rows' messages exactly as they would go, subject prefixed [TEST],
+    delivered only to ``address``. The journal is not touched."""
+    require_valid(campaign)
+    test_to = _one_address(address)
+    factory = MessageFactory.prepare(campaign)
+    messages = []
+    for recipient in read_recipients(campaign.recipients):
+        if len(messages) >= limit:
+            break
+        message = factory.build(recipient, datetime.now(UTC), subject_prefix=TEST_PREFIX)
+        envelope = Envelope(message.envelope.mail_from, (test_to,))
+        messages.append(dataclasses.replace(message, envelope=envelope))
+    summary = RunSummary(selected=len(messages))
+    with _transports(dataclasses.replace(campaign, send=_one_session(campaign))) as (
+        (transport, *_),
+        delivered_to,
+    ):
+        transport.connect()
+        try:
+            for outcome in transport.send_batch(messages, lambda going: None):
+                summary.counts[outcome.status.value] += 1
+        finally:
+            transport.close()
+    return RunResult(
+        summary, summary.counts["sent"] == len(messages), f"{test_to} via {delivered_to}"
+    )
+
+
+def _one_address(text: str) -> str:
+    try:
+        addresses = parse_address_list(text)
+    except AddressError as exc:
+        raise CampaignError([Problem("--test-to", str(exc))]) from exc
+    if len(addresses) != 1:
+        raise CampaignError([Problem("--test-to", f"{text!r}: give exactly one address")])
+    return addresses[0].addr_spec
+
+
+def _one_session(campaign: Campaign) -> SendConfig:
+    return dataclasses.replace(campaign.send, sessions=1)
 
 
 def _check_fingerprint(campaign: Campaign, journal: Journal, allow_changed: bool) -> None:

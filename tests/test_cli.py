@@ -553,3 +553,21 @@ def test_status_csv_report_keeps_rows_and_adds_three_columns(
     assert written[2]["batchmail_reply"].startswith("550 ")
     assert written[2]["batchmail_sent_at"] == ""
     assert written[0]["batchmail_sent_at"].startswith("20")
+
+
+def test_test_send_goes_only_to_the_tester_and_leaves_the_journal_alone(
+    tmp_path: Path, smtp_server: SmtpTestServer
+) -> None:
+    campaign = write_campaign(tmp_path, people(5), server=smtp_server)
+    result = batchmail("run", campaign, "--test-to", "Tester <me@example.net>", "--limit", "2")
+    assert result.returncode == 0, result.stderr
+    assert [m.rcpt_tos for m in smtp_server.messages] == [("me@example.net",)] * 2
+    first = parse(smtp_server.messages[0].data)
+    assert first["Subject"] == "[TEST] Hello Person 1"
+    assert first["To"] == "Person 1 <person1@example.org>"  # the message as it would go
+    assert not (tmp_path / ".batchmail/test-campaign/journal.sqlite3").exists()
+    assert status_json(campaign)["counts"]["pending"] == 5
+    assert batchmail("run", campaign, "--test-to", "a@b.com>, c@d.com").returncode == 2
+    assert len(smtp_server.messages) == 2
+    assert batchmail("run", campaign).returncode == 0
+    assert len(smtp_server.messages) == 7
