@@ -46,6 +46,7 @@ class RecipientsConfig:
     file: Path
     encoding: str = "utf-8"
     key: str = "email"
+    exclude: tuple[Path, ...] = ()  # address lists never to be mailed
 
 
 @dataclass(frozen=True)
@@ -390,7 +391,7 @@ class _Reader:
         if value is _MISSING or value is None:
             self.problem("recipients", "missing (a mapping with at least `file:`)")
             return None
-        values = self.section(value, "recipients", {"file", "encoding", "key"})
+        values = self.section(value, "recipients", {"file", "encoding", "key", "exclude"})
         if values is None:
             return None
         file = self.file(values, "recipients.file", required=True)
@@ -405,7 +406,25 @@ class _Reader:
         key = self.string(values, "recipients.key", default="email")
         if not key:
             self.problem("recipients.key", "must name a column")
-        return RecipientsConfig(file, encoding, key) if file else None
+        exclude = self.files(values, "recipients.exclude")
+        return RecipientsConfig(file, encoding, key, exclude) if file else None
+
+    def files(self, values: dict[str, Any], key_path: str) -> tuple[Path, ...]:
+        """A list of existing files (a single path is taken as a list of one)."""
+        value = values.get(key_path.rsplit(".", 1)[-1])
+        if value is None:
+            return ()
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list):
+            self.problem(key_path, "expected a list of file paths")
+            return ()
+        paths = []
+        for index, item in enumerate(items):
+            item_path = f"{key_path}[{index}]"
+            found = self.file({item_path.rsplit(".", 1)[-1]: item}, item_path, required=True)
+            if found:
+                paths.append(found)
+        return tuple(paths)
 
     def message(self, value: Any) -> MessageConfig | None:
         if value is _MISSING or value is None:

@@ -23,13 +23,16 @@ from batchmail.journal import Journal
 from batchmail.outcomes import ComposedMessage, Outcome, Status
 from batchmail.recipients import read_rows
 from batchmail.report import (
+    DONE,
     STATUSES,
     count_statuses,
     journal_path,
     recipient_statuses,
+    refused_addresses,
     write_csv_report,
 )
 from batchmail.runner import select_resendable
+from batchmail.suppression import write_addresses
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT, EXIT_ABORTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -144,6 +147,13 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("campaign", type=Path, help="the campaign YAML file")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument(
+        "--export-failed",
+        type=Path,
+        metavar="FILE",
+        help="write the addresses the server refused permanently (5xx), one per line, or as a "
+        "CSV with an email column if FILE ends in .csv: a list for recipients.exclude",
+    )
+    status.add_argument(
         "--csv",
         type=Path,
         metavar="FILE",
@@ -242,6 +252,8 @@ def _finish(campaign: Campaign, args: argparse.Namespace, result: RunResult, dry
         )
         return EXIT_OK
     parts = ", ".join(f"{counts[s.value]} {s.value}" for s in Status)
+    if result.summary.suppressed:
+        parts += f", {result.summary.suppressed} suppressed (on an exclusion list)"
     done = (
         f"; {result.summary.skipped} left alone (already in the journal)"
         if result.summary.skipped
@@ -282,6 +294,12 @@ def _status(args: argparse.Namespace) -> int:
         with _open_journal(campaign) as journal:
             rows = write_csv_report(campaign, journal, args.csv)
         print(f"wrote {rows} rows to {args.csv}", file=sys.stderr)
+    if args.export_failed:
+        with _open_journal(campaign) as journal:
+            count = write_addresses(args.export_failed, refused_addresses(journal))
+        print(
+            f"wrote {count} permanently refused addresses to {args.export_failed}", file=sys.stderr
+        )
     with _open_journal(campaign) as journal:
         counts: Counter[str] = Counter({status: 0 for status in STATUSES})
         noteworthy = []  # only these are kept: memory stays flat for a large, healthy campaign
@@ -289,6 +307,8 @@ def _status(args: argparse.Namespace) -> int:
             counts[status.status] += 1
             if status.status != "sent" or status.partly_refused:
                 noteworthy.append(status)
+    if not campaign.recipients.exclude:
+        del counts["suppressed"]  # 1.0's JSON and table, for campaigns without exclusion lists
     if args.json:
         not_sent = [s.as_json() for s in noteworthy if s.status != "sent"]
         json.dump(
@@ -299,12 +319,12 @@ def _status(args: argparse.Namespace) -> int:
         )
         print()
     else:
-        print(f"{campaign.name}: " + ", ".join(f"{counts[s]} {s}" for s in STATUSES))
+        print(f"{campaign.name}: " + ", ".join(f"{counts[s]} {s}" for s in counts))
         for status in noteworthy:
             code = f"{status.code} " if status.code else ""
             reply = f": {code}{status.reply}" if (code or status.reply) else ""
             print(f"  row {status.row_number}  {status.key}  {status.status}{reply}")
-    return EXIT_OK if counts["sent"] == sum(counts.values()) else EXIT_SOME_FAILED
+    return EXIT_OK if sum(counts[s] for s in DONE) == sum(counts.values()) else EXIT_SOME_FAILED
 
 
 def _open_journal(campaign: Campaign) -> contextlib.AbstractContextManager[Journal | None]:

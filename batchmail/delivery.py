@@ -22,7 +22,7 @@ from batchmail.journal import Journal
 from batchmail.outbox import Outbox
 from batchmail.outcomes import Envelope
 from batchmail.recipients import read_recipients
-from batchmail.report import count_statuses, journal_path, recipient_statuses
+from batchmail.report import DONE, count_statuses, journal_path, recipient_statuses
 from batchmail.runner import Progress, Runner, RunSummary, Selector, select_pending
 from batchmail.sink import embedded_sink
 from batchmail.smtp import SmtpSession
@@ -58,7 +58,7 @@ def send(
             runner = Runner(campaign, transports, journal, select=select, progress=progress)
             summary = runner.run()
         counts = count_statuses(recipient_statuses(campaign, journal))
-    all_sent = sum(counts.values()) == counts["sent"]
+    all_sent = sum(counts.values()) == sum(counts[status] for status in DONE)
     return RunResult(summary, all_sent, delivered_to)
 
 

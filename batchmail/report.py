@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from batchmail.campaign import Campaign
-from batchmail.errors import RunAborted
+from batchmail.check import MessageFactory
+from batchmail.errors import CampaignError, RunAborted
 from batchmail.journal import Journal, JournalEntry
-from batchmail.recipients import read_recipients
+from batchmail.recipients import Recipient, read_recipients
+from batchmail.suppression import is_suppressed, load_exclusions
 
-STATUSES = ("sent", "failed", "deferred", "unknown", "pending")
+STATUSES = ("sent", "failed", "deferred", "unknown", "pending", "suppressed")
+DONE = ("sent", "suppressed")  # statuses that need nothing more
 
 
 def journal_path(campaign: Campaign) -> Path:
@@ -44,10 +48,44 @@ class RecipientStatus:
 
 
 def recipient_statuses(campaign: Campaign, journal: Journal | None) -> Iterator[RecipientStatus]:
-    """Every CSV recipient in row order with its journalled status (or pending)."""
+    """Every CSV recipient in row order with its journalled status (or pending). A recipient
+    on an exclusion list that was not sent (nor possibly sent) reads as suppressed."""
+    suppressed = _suppression_test(campaign)
     for recipient in read_recipients(campaign.recipients):
         entry = journal.get(recipient.key) if journal else None
-        yield _status_of(recipient.key, recipient.row_number, entry)
+        status = _status_of(recipient.key, recipient.row_number, entry)
+        if status.status not in ("sent", "unknown") and suppressed(recipient):
+            status = dataclasses.replace(status, status="suppressed")
+        yield status
+
+
+def _suppression_test(campaign: Campaign) -> Callable[[Recipient], bool]:
+    exclusions = load_exclusions(campaign.recipients.exclude)
+    if not exclusions:
+        return lambda recipient: False
+    factory = MessageFactory.prepare(campaign)
+
+    def suppressed(recipient: Recipient) -> bool:
+        try:
+            return is_suppressed(factory.build(recipient), exclusions)
+        except CampaignError:
+            return False  # a row that no longer renders was not sent because of the list
+
+    return suppressed
+
+
+def refused_addresses(journal: Journal | None) -> Iterator[str]:
+    """Addresses the server refused permanently (5xx to RCPT TO), each once: a bounce list
+    in the format `recipients.exclude` reads."""
+    if journal is None:
+        return
+    seen: set[str] = set()
+    for entry in journal.entries():
+        for refusal in entry.refused:
+            folded = refusal.address.casefold()
+            if 500 <= refusal.code < 600 and folded not in seen:
+                seen.add(folded)
+                yield refusal.address
 
 
 REPORT_COLUMNS = ("batchmail_status", "batchmail_reply", "batchmail_sent_at")

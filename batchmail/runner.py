@@ -29,6 +29,7 @@ from batchmail.journal import Journal, JournalEntry
 from batchmail.outcomes import ComposedMessage, Outcome, Status
 from batchmail.ratelimit import TokenBucket
 from batchmail.recipients import Recipient, read_recipients
+from batchmail.suppression import is_suppressed, load_exclusions
 from batchmail.transport import Transport
 
 
@@ -63,6 +64,7 @@ def select_resendable(include_unknown: bool) -> Selector:
 class RunSummary:
     counts: Counter[str] = field(default_factory=Counter)  # this run's final outcomes
     selected: int = 0  # recipients this run set out to send
+    suppressed: int = 0  # of those, left out because an exclusion list names them
     skipped: int = 0  # recipients left alone (already done, or not selected)
 
     @property
@@ -124,10 +126,15 @@ class Runner:
         return self.select(entry)
 
     def _messages(self, factory: MessageFactory) -> Iterator[ComposedMessage]:
+        exclusions = load_exclusions(self.campaign.recipients.exclude)
         for recipient in read_recipients(self.campaign.recipients):
             # Asked again now, not from the first pass: another process may have sent it.
             if self._selected(recipient):
-                yield factory.build(recipient, datetime.now(UTC))
+                message = factory.build(recipient, datetime.now(UTC))
+                if is_suppressed(message, exclusions):
+                    self._summary.suppressed += 1  # under self._lock: see _next_batch
+                    continue
+                yield message
 
     def _next_batch(self, size: int) -> list[tuple[ComposedMessage, int]] | float | None:
         """Up to ``size`` messages with their attempts so far; or seconds to wait for a retry

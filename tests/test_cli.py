@@ -571,3 +571,46 @@ def test_test_send_goes_only_to_the_tester_and_leaves_the_journal_alone(
     assert len(smtp_server.messages) == 2
     assert batchmail("run", campaign).returncode == 0
     assert len(smtp_server.messages) == 7
+
+
+def test_excluded_addresses_are_never_mailed_and_bounces_feed_the_next_campaign(
+    tmp_path: Path, smtp_server_refusing: SmtpTestServer
+) -> None:
+    rows = people(5)
+    rows[3]["email"] = "refuse-me@example.org"
+    (tmp_path / "unsubscribed.txt").write_text("# people who said no\nPERSON2@example.org\n")
+    (tmp_path / "old-bounces.csv").write_text("email,when\nperson5@example.org,2025\n")
+    campaign = write_campaign(
+        tmp_path,
+        rows,
+        server=smtp_server_refusing,
+        message={"bcc": "{% if row_number == 3 %}person5@example.org{% endif %}"},
+    )
+    text = campaign.read_text().replace(
+        "  file: people.csv\n",
+        "  file: people.csv\n  exclude: [unsubscribed.txt, old-bounces.csv]\n",
+    )
+    campaign.write_text(text)
+
+    result = batchmail("run", campaign)
+
+    assert result.returncode == 1, result.stderr  # refuse-me failed
+    assert "3 suppressed" in result.stdout
+    mailed = {address for m in smtp_server_refusing.messages for address in m.rcpt_tos}
+    assert mailed == {"person1@example.org"}  # row 3 Bccs an excluded address: not sent
+    counts = status_json(campaign)["counts"]
+    assert counts["suppressed"] == 3 and counts["failed"] == 1 and counts["sent"] == 1
+    assert batchmail("resend", campaign).returncode == 1
+    assert len(smtp_server_refusing.messages) == 1
+
+    bounces = tmp_path / "bounces.txt"
+    assert batchmail("status", campaign, "--export-failed", bounces).returncode == 1
+    assert bounces.read_text() == "refuse-me@example.org\n"
+    exported_csv = tmp_path / "bounces.csv"
+    batchmail("status", campaign, "--export-failed", exported_csv)
+    assert exported_csv.read_text().splitlines() == ["email", "refuse-me@example.org"]
+    text = campaign.read_text().replace("old-bounces.csv]", "old-bounces.csv, bounces.txt]")
+    campaign.write_text(text)
+    final = status_json(campaign)
+    assert final["counts"]["suppressed"] == 4 and final["counts"]["failed"] == 0
+    assert batchmail("status", campaign).returncode == 0
