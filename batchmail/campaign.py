@@ -186,6 +186,42 @@ def _read_yaml(path: Path) -> Any:
 
 # --- the schema -----------------------------------------------------------------------------
 
+# Every key the campaign file may hold, by section ("" is the top level). The README's
+# reference is checked against this by the tests.
+KEYS: dict[str, frozenset[str]] = {
+    "": frozenset({"name", "smtp", "recipients", "message", "send"}),
+    "smtp": frozenset(
+        {
+            "host",
+            "port",
+            "security",
+            "username",
+            "password_env",
+            "password_command",
+            "timeout",
+            "data_timeout",
+            "ca_file",
+            "insecure_auth",
+        }
+    ),
+    "recipients": frozenset({"file", "encoding", "key", "exclude"}),
+    "message": frozenset(
+        {
+            "from",
+            "to",
+            "cc",
+            "bcc",
+            "reply_to",
+            "subject",
+            "text",
+            "html",
+            "attachments",
+            "headers",
+        }
+    ),
+    "send": frozenset({"rate", "max_per_session", "retries", "retry_delay", "window", "sessions"}),
+}
+
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _MISSING = object()
 
@@ -206,7 +242,7 @@ class _Reader:
         label = f"{key_path}: " if key_path else ""
         self.problems.append(Problem(self.path.name, f"{label}{message}{suffix}"))
 
-    def section(self, parent: Any, key_path: str, keys: set[str]) -> dict[str, Any] | None:
+    def section(self, parent: Any, key_path: str, keys: frozenset[str]) -> dict[str, Any] | None:
         """A mapping's known keys; unknown keys are reported. None if it is not a mapping."""
         if not isinstance(parent, dict):
             self.problem(key_path, f"expected a mapping, got {_describe(parent)}")
@@ -313,7 +349,7 @@ class _Reader:
     # -- sections
 
     def campaign(self, document: Any) -> Campaign | None:
-        top = self.section(document, "", {"name", "smtp", "recipients", "message", "send"})
+        top = self.section(document, "", KEYS[""])
         if top is None:
             return None
         name = self.string(top, "name", default=self.path.stem)
@@ -340,19 +376,7 @@ class _Reader:
             return None
         if value == "embedded":
             return SmtpConfig(host="127.0.0.1", port=0, security="none", embedded=True)
-        keys = {
-            "host",
-            "port",
-            "security",
-            "username",
-            "password_env",
-            "password_command",
-            "timeout",
-            "data_timeout",
-            "ca_file",
-            "insecure_auth",
-        }
-        values = self.section(value, "smtp", keys)
+        values = self.section(value, "smtp", KEYS["smtp"])
         if values is None:
             return None
         host = self.string(values, "smtp.host")
@@ -391,7 +415,7 @@ class _Reader:
         if value is _MISSING or value is None:
             self.problem("recipients", "missing (a mapping with at least `file:`)")
             return None
-        values = self.section(value, "recipients", {"file", "encoding", "key", "exclude"})
+        values = self.section(value, "recipients", KEYS["recipients"])
         if values is None:
             return None
         file = self.file(values, "recipients.file", required=True)
@@ -430,19 +454,7 @@ class _Reader:
         if value is _MISSING or value is None:
             self.problem("message", "missing (from, to, subject and a text or html template)")
             return None
-        keys = {
-            "from",
-            "to",
-            "cc",
-            "bcc",
-            "reply_to",
-            "subject",
-            "text",
-            "html",
-            "attachments",
-            "headers",
-        }
-        values = self.section(value, "message", keys)
+        values = self.section(value, "message", KEYS["message"])
         if values is None:
             return None
         from_ = self.string(values, "message.from")
@@ -507,11 +519,7 @@ class _Reader:
         return tuple(headers)
 
     def send(self, value: Any) -> SendConfig | None:
-        values = self.section(
-            value,
-            "send",
-            {"rate", "max_per_session", "retries", "retry_delay", "window", "sessions"},
-        )
+        values = self.section(value, "send", KEYS["send"])
         if values is None:
             return None
         return SendConfig(
@@ -534,7 +542,7 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
-def _closest(word: str, choices: set[str]) -> str | None:
+def _closest(word: str, choices: frozenset[str]) -> str | None:
     import difflib
 
     matches = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.7)
