@@ -8,7 +8,6 @@ downstream of this module reads raw YAML.
 
 from __future__ import annotations
 
-import codecs
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -73,6 +72,8 @@ class SendConfig:
     retry_delay: float = 2.0  # seconds before the first retry; doubles each time
     window: int = 0  # messages per pipelined batch; 0 = the transport's own choice
     sessions: int = 1  # parallel SMTP sessions to the same server
+    daily_limit: int = 0  # at most this many messages in any 24 hours; 0 = no limit
+    per_domain_rate: tuple[tuple[str, float], ...] = ()  # (recipient domain, messages/s)
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,28 @@ class _Mapping(dict[Any, Any]):
 
 
 class _LineLoader(yaml.SafeLoader):
-    pass
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # PyYAML's own constructors raise plain Python errors on some well-formed scalars
+        # (`2020-99-99` as a date, `!!float x`, `!!bool x`): report them at their line.
+        try:
+            value = super().construct_object(node, deep)
+        except (ArithmeticError, LookupError, TypeError, ValueError) as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read this value ({exc})", node.start_mark
+            ) from exc
+        if isinstance(value, int) and not _printable_int(value):
+            raise yaml.constructor.ConstructorError(None, None, "number too large", node.start_mark)
+        return value
+
+
+def _printable_int(value: int) -> bool:
+    """Whether str() works on it: past sys.get_int_max_str_digits() it raises ValueError,
+    and every message about the value would."""
+    try:
+        str(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Mapping:
@@ -219,7 +241,18 @@ KEYS: dict[str, frozenset[str]] = {
             "headers",
         }
     ),
-    "send": frozenset({"rate", "max_per_session", "retries", "retry_delay", "window", "sessions"}),
+    "send": frozenset(
+        {
+            "rate",
+            "max_per_session",
+            "retries",
+            "retry_delay",
+            "window",
+            "sessions",
+            "daily_limit",
+            "per_domain_rate",
+        }
+    ),
 }
 
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -315,14 +348,18 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
             self.problem(key_path, "expected a number")
             return default
-        if value < 0 or (positive and value == 0) or value == float("inf"):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            number = float("inf") if value > 0 else float("-inf")
+        if number < 0 or (positive and number == 0) or number == float("inf"):
             self.problem(
                 key_path,
                 f"expected a {'positive' if positive else 'non-negative'} "
-                f"finite number, got {value}",
+                f"finite number, got {number if isinstance(value, int) else value}",
             )
             return default
-        return float(value)
+        return number
 
     def boolean(self, values: dict[str, Any], key_path: str, default: bool) -> bool:
         value = values.get(key_path.rsplit(".", 1)[-1])
@@ -339,8 +376,13 @@ class _Reader:
             if required and text == "":
                 self.problem(key_path, "must name a file")
             return None
-        resolved = (self.path.parent / text).resolve()
-        if not resolved.is_file():
+        try:
+            resolved = (self.path.parent / text).resolve()
+            is_file = resolved.is_file()
+        except ValueError:  # a NUL or a lone surrogate: no file system has such a name
+            self.problem(key_path, f"{text!r} is not a usable file name")
+            return None
+        if not is_file:
             state = "is not a file" if resolved.exists() else "not found"
             self.problem(key_path, f"{text} {state} (looked for {resolved})")
             return None
@@ -420,12 +462,10 @@ class _Reader:
             return None
         file = self.file(values, "recipients.file", required=True)
         encoding = self.string(values, "recipients.encoding", default="utf-8")
-        try:
-            codecs.lookup(encoding)
-        except LookupError:
+        if not _text_encoding(encoding):
             self.problem(
                 "recipients.encoding",
-                f"unknown encoding {encoding!r} (e.g. utf-8, cp1252, latin-1, gbk)",
+                f"unknown text encoding {encoding!r} (e.g. utf-8, cp1252, latin-1, gbk)",
             )
         key = self.string(values, "recipients.key", default="email")
         if not key:
@@ -529,7 +569,35 @@ class _Reader:
             retry_delay=self.number(values, "send.retry_delay", 2.0),
             window=self.integer(values, "send.window", 0, 0, 1000),
             sessions=self.integer(values, "send.sessions", 1, 1, 64),
+            daily_limit=self.integer(values, "send.daily_limit", 0),
+            per_domain_rate=self.domain_rates(values.get("per_domain_rate")),
         )
+
+    def domain_rates(self, value: Any) -> tuple[tuple[str, float], ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, dict):
+            self.problem("send.per_domain_rate", "expected a mapping of domain to messages/s")
+            return ()
+        rates = []
+        for domain, rate in value.items():
+            key_path = f"send.per_domain_rate.{domain}"
+            self.lines[key_path] = getattr(value, "key_lines", {}).get(domain, 0)
+            number = self.number({key_path.rsplit(".", 1)[-1]: rate}, key_path, 0.0, True)
+            if not isinstance(domain, str) or "@" in domain or not domain.strip(". "):
+                self.problem(key_path, "expected a domain name such as gmail.com")
+            elif number:
+                rates.append((domain.strip().lower().rstrip("."), number))
+        return tuple(rates)
+
+
+def _text_encoding(name: str) -> bool:
+    """Whether ``name`` is a codec that turns bytes into text and back. codecs.lookup alone
+    also knows bytes-to-bytes codecs (base64, zlib) and "undefined", which decode nothing."""
+    try:
+        return "email,name\r\n".encode(name).decode(name) == "email,name\r\n"
+    except (LookupError, UnicodeError, ValueError):  # ValueError: a NUL in the name
+        return False
 
 
 def _describe(value: Any) -> str:

@@ -11,6 +11,7 @@ import json
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC
 from pathlib import Path
 from typing import TextIO
 
@@ -263,6 +264,13 @@ def _finish(campaign: Campaign, args: argparse.Namespace, result: RunResult, dry
         print(f"{campaign.name}: nothing to send{done}.")
     else:
         print(f"{campaign.name}: {parts}{done}. Delivered to {result.delivered_to}.")
+    if result.summary.capped_until:
+        when = result.summary.capped_until.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        print(
+            f"{campaign.name}: daily limit of {campaign.send.daily_limit} messages reached; "
+            f"run again after {when} to carry on.",
+            file=sys.stderr,
+        )
     if result.all_sent:
         return EXIT_OK
     print(_next_step_hint(campaign, args.campaign), file=sys.stderr)

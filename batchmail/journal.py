@@ -20,11 +20,11 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from batchmail.clock import timestamp
 from batchmail.errors import RunAborted
 from batchmail.outcomes import ComposedMessage, Outcome, RecipientRefusal, Status
 
@@ -220,6 +220,17 @@ class Journal:
                 totals[Status.UNKNOWN.value if status == IN_FLIGHT else status] += number
         return totals
 
+    def sent_since(self, moment: str) -> tuple[int, str | None]:
+        """How many messages went to the server (sent, unknown or in flight) at or after
+        ``moment`` (ISO 8601 UTC), and the earliest such time."""
+        with self._reading() as connection:
+            count, earliest = connection.execute(
+                "SELECT count(*), min(updated_at) FROM entries"
+                " WHERE status IN ('sent', 'unknown', 'in_flight') AND updated_at >= ?",
+                (moment,),
+            ).fetchone()
+        return int(count), earliest
+
     def get_meta(self, name: str) -> str | None:
         with self._reading() as connection:
             row = connection.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
@@ -398,7 +409,7 @@ def _entry(row: sqlite3.Row) -> JournalEntry:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return timestamp()
 
 
 def _aborted(action: str, path: Path, exc: sqlite3.Error) -> RunAborted:

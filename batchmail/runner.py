@@ -19,9 +19,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from batchmail import clock
 from batchmail.campaign import Campaign
 from batchmail.check import MessageFactory
 from batchmail.errors import RunAborted
@@ -65,6 +66,7 @@ class RunSummary:
     counts: Counter[str] = field(default_factory=Counter)  # this run's final outcomes
     selected: int = 0  # recipients this run set out to send
     suppressed: int = 0  # of those, left out because an exclusion list names them
+    capped_until: datetime | None = None  # the daily limit stopped the run; next slot frees then
     skipped: int = 0  # recipients left alone (already done, or not selected)
 
     @property
@@ -97,6 +99,12 @@ class Runner:
         self._in_progress = 0  # batches being sent: their retries may still come
         self._stop = threading.Event()
         self._bucket = TokenBucket(self.campaign.send.rate, self.clock, self.sleep)
+        self._domain_buckets = {
+            domain: TokenBucket(rate, self.clock, self.sleep)
+            for domain, rate in self.campaign.send.per_domain_rate
+        }
+        self._daily_left: int | None = None  # messages the daily limit still allows
+        self._daily_frees_at: datetime | None = None
         self._summary = RunSummary()
 
     def run(self) -> RunSummary:
@@ -106,6 +114,7 @@ class Runner:
             total += 1
             self._summary.selected += self._selected(recipient)
         self._summary.skipped = total - self._summary.selected
+        self._start_daily_limit()
         if self.progress:
             self.progress.start(self._summary.selected)
         self._source = self._messages(factory)
@@ -145,11 +154,17 @@ class Runner:
             while self._retries and self._retries[0].due <= now and len(batch) < size:
                 retry = heapq.heappop(self._retries)
                 batch.append((retry.message, retry.attempt))
+            if self._daily_left is not None:
+                size = min(size, self._daily_left)
             while len(batch) < size and (not batch or self._bucket.available()):
                 message = next(self._source, None)
                 if message is None:
                     break
                 batch.append((message, 0))
+            if self._daily_left is not None:
+                self._daily_left -= len(batch)
+                if not batch and self._capped():
+                    return None
             if batch:
                 self._in_progress += 1
                 return batch
@@ -179,8 +194,10 @@ class Runner:
                 self.sleep(batch)
                 continue
             try:
-                for _ in batch:
+                for message, _ in batch:
                     self._bucket.take()
+                    for domain in _domains(message, self._domain_buckets):
+                        self._domain_buckets[domain].take()
                 self._send(transport, batch)
             finally:
                 with self._lock:
@@ -214,6 +231,30 @@ class Runner:
                 self._summary.counts[outcome.status.value] += 1
                 if self.progress:
                     self.progress.outcome(message, outcome)
+
+    def _capped(self) -> bool:
+        """The daily limit is used up and a recipient is still waiting: stop cleanly."""
+        if self._daily_left is None or self._daily_left > 0 or self._in_progress or self._retries:
+            return False
+        upcoming = next(self._source, None)
+        if upcoming is None:
+            return False  # nothing left anyway
+        self._source = itertools.chain([upcoming], self._source)
+        self._summary.capped_until = self._daily_frees_at
+        return True
+
+    def _start_daily_limit(self) -> None:
+        """How many messages the last 24 hours leave for this run (counted in this
+        campaign's journal: every message that went to the server)."""
+        limit = self.campaign.send.daily_limit
+        if not limit or self.journal is None:
+            return
+        now = clock.now()
+        since = (now - _DAY).astimezone(UTC).isoformat(timespec="seconds")
+        used, earliest = self.journal.sent_since(since)
+        self._daily_left = max(0, limit - used)
+        first = datetime.fromisoformat(earliest) if earliest else now
+        self._daily_frees_at = first + _DAY
 
     def _connect(self, transport: Transport) -> None:
         """Connect, retrying an unreachable server with backoff; RunAborted when it stays so."""
@@ -259,6 +300,17 @@ class Runner:
     def _note(self, text: str) -> None:
         if self.progress:
             self.progress.note(text)
+
+
+_DAY = timedelta(days=1)
+
+
+def _domains(message: ComposedMessage, throttled: dict[str, TokenBucket]) -> set[str]:
+    """The throttled recipient domains this message goes to."""
+    if not throttled:
+        return set()
+    domains = {address.rpartition("@")[2].lower() for address in message.envelope.rcpt_tos}
+    return domains & throttled.keys()
 
 
 def _reply_text(outcome: Outcome) -> str:

@@ -614,3 +614,40 @@ def test_excluded_addresses_are_never_mailed_and_bounces_feed_the_next_campaign(
     final = status_json(campaign)
     assert final["counts"]["suppressed"] == 4 and final["counts"]["failed"] == 0
     assert batchmail("status", campaign).returncode == 0
+
+
+def test_daily_limit_stops_cleanly_and_the_next_day_carries_on(
+    tmp_path: Path, smtp_server: SmtpTestServer
+) -> None:
+    campaign = write_campaign(tmp_path, people(7), server=smtp_server, send={"daily_limit": 3})
+    day_one = {"BATCHMAIL_NOW": "2026-03-02T09:00:00+00:00"}
+    first = batchmail("run", campaign, env=day_one)
+    assert first.returncode == 1
+    assert "3 sent" in first.stdout and len(smtp_server.messages) == 3
+    assert "daily limit of 3 messages reached" in first.stderr
+    assert "run again after 2026-03-03 09:00 UTC" in first.stderr
+    assert "4 not attempted yet" in first.stderr
+    assert (
+        batchmail("run", campaign, env={"BATCHMAIL_NOW": "2026-03-02T20:00:00+00:00"}).returncode
+        == 1
+    )
+    assert len(smtp_server.messages) == 3  # still within the same 24 hours
+    assert (
+        batchmail("run", campaign, env={"BATCHMAIL_NOW": "2026-03-03T09:00:01+00:00"}).returncode
+        == 1
+    )
+    assert len(smtp_server.messages) == 6
+    last = batchmail("run", campaign, env={"BATCHMAIL_NOW": "2026-03-04T10:00:00+00:00"})
+    assert last.returncode == 0 and "daily limit" not in last.stderr
+    keys = [m.rcpt_tos[0] for m in smtp_server.messages]
+    assert sorted(keys) == sorted(r["email"] for r in people(7))
+
+
+def test_per_domain_rate_is_accepted_and_sends_everything(
+    tmp_path: Path, smtp_server: SmtpTestServer
+) -> None:
+    campaign = write_campaign(
+        tmp_path, people(3), server=smtp_server, send={"per_domain_rate": {"example.org": 50}}
+    )
+    assert batchmail("run", campaign).returncode == 0
+    assert len(smtp_server.messages) == 3

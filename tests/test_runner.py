@@ -1,0 +1,53 @@
+"""The runner's pacing, on a simulated clock, with the dry-run outbox as a real transport."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from campaign_files import people, write_campaign
+
+from batchmail.campaign import load_campaign
+from batchmail.outbox import Outbox
+from batchmail.runner import Runner
+
+
+class SimulatedClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def run_paced(tmp_path: Path, rows: list[dict[str, str]], **send: object) -> float:
+    path = write_campaign(tmp_path, rows, smtp="embedded")
+    campaign = load_campaign(path)
+    campaign = dataclasses.replace(campaign, send=dataclasses.replace(campaign.send, **send))
+    clock = SimulatedClock()
+    runner = Runner(
+        campaign,
+        [Outbox(tmp_path / "out")],
+        None,
+        select=lambda entry: True,
+        sleep=clock.sleep,
+        clock=clock,
+    )
+    summary = runner.run()
+    assert summary.counts["sent"] == len(rows)
+    return clock.now
+
+
+def test_per_domain_rate_throttles_only_that_domain(tmp_path: Path) -> None:
+    throttled = people(5)
+    elapsed = run_paced(tmp_path / "a", throttled, per_domain_rate=(("example.org", 2.0),))
+    assert 1.9 <= elapsed <= 2.1  # five messages at 2/s: the first at once, then every 0.5 s
+    others = [{**row, "email": row["email"].replace(".org", ".net")} for row in people(5)]
+    assert run_paced(tmp_path / "b", others, per_domain_rate=(("example.org", 2.0),)) == 0
+
+
+def test_campaign_rate_paces_every_message(tmp_path: Path) -> None:
+    assert 4.4 <= run_paced(tmp_path, people(10), rate=2.0) <= 4.6
