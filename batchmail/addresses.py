@@ -4,11 +4,28 @@ A rendered To/Cc/Bcc/Reply-To/From value is split by a small quote-aware tokeniz
 (not ``email.utils.getaddresses``, which misparses crafted input: CVE-2023-27043)
 and every address is validated by ``email_validator``. Anything malformed is
 refused with a message naming the offending part; nothing is ever "repaired".
+
+Values from the CSV cannot add structure. The renderer passes every value it fills
+into an address template through ``protect``, which shifts the characters that make
+address-list structure (``,`` ``;`` ``<`` ``>`` ``"`` ``\\`` ``(`` ``)`` ``[`` ``]``
+``:`` ``@``) into a private-use range. The tokenizer splits, quotes and brackets only
+at the characters the template's author typed, so a CSV value can never add a
+recipient, close a bracket or open a quote. Where a protected value lands decides
+what it may be:
+
+- in a display name it is literal text: ``{{ name }} <{{ email }}>`` with the name
+  ``Doe, John`` gives the display name ``Doe, John`` (quoted on the wire). That is
+  the value as the user wrote it, not a repair.
+- in an address only its ``@`` counts; any other of those characters makes the row
+  refused: ``{{ email }}`` holding ``a@x.org, b@y.org`` is not an address.
+
+A template author who wants a column to hold a whole address list writes
+``{{ column | address_list }}``; that filter marks the value as structure.
 """
 
 from __future__ import annotations
 
-import unicodedata
+import re
 from dataclasses import dataclass
 
 from email_validator import EmailNotValidError, validate_email
@@ -31,20 +48,51 @@ class Address:
 # Characters RFC 5322 forbids in an unquoted display name (a phrase); "." is tolerated
 # because "Dr. Smith" is common and unambiguous (obs-phrase).
 _PHRASE_SPECIALS = frozenset('"()<>[]:;@\\,')
-# str.splitlines() and so parts of the email package treat these as line ends, too.
-_LINE_SEPARATORS = frozenset("\u2028\u2029")
+# Control characters (Unicode category Cc: U+0000-U+001F and U+007F-U+009F) except TAB,
+# and U+2028/U+2029, which str.splitlines() and so parts of the email package treat as
+# line ends, too.
+_NOT_IN_HEADER = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+# The characters a CSV value may not use as address-list structure (see the docstring),
+# and where protect() moves them: U+F0000 + the character's code, in Plane 15's
+# private-use area, which no CSV value may contain itself.
+_STRUCTURAL = ',;<>"\\()[]:@'
+_SHIFT = 0xF0000
+_PROTECT = str.maketrans({char: chr(_SHIFT + ord(char)) for char in _STRUCTURAL})
+_REVEAL = str.maketrans({chr(_SHIFT + ord(char)): char for char in _STRUCTURAL})
+_PROTECTED_AT = chr(_SHIFT + ord("@"))
+_SHIFTED = re.compile(f"[{chr(_SHIFT)}-{chr(_SHIFT + 0xFF)}]")
+
+
+def protect(value: str) -> str:
+    """``value`` with its structural characters made literal, for an address template.
+
+    Raises AddressError if ``value`` holds a character of the range used for that."""
+    found = _SHIFTED.search(value)
+    if found:
+        raise AddressError(
+            f"{value!r} contains the private-use character U+{ord(found.group()):05X}, "
+            "which batchmail reserves; remove it"
+        )
+    return value.translate(_PROTECT)
+
+
+def reveal(text: str) -> str:
+    """``text`` with protected characters shown as what they were (for display names
+    and messages)."""
+    return text.translate(_REVEAL)
 
 
 def parse_address_list(value: str) -> tuple[Address, ...]:
     """The addresses in ``value``, separated by "," or ";"; () for a blank value.
 
-    Raises AddressError for anything malformed.
+    ``value`` may hold protected characters (see ``protect``); the display names and
+    addresses returned hold none. Raises AddressError for anything malformed.
     """
     if not value.strip(" \t"):
         return ()
     bad = _control_character(value)
     if bad:
-        raise AddressError(f"{value!r} contains {bad}")
+        raise AddressError(f"{reveal(value)!r} contains {bad}")
     return tuple(_parse_one(item) for item in _split(value))
 
 
@@ -68,15 +116,11 @@ def check_header_value(name: str, value: str) -> None:
         raise HeaderError(f"the {name} value {value!r} contains {bad}; a header must be one line")
 
 
-def ascii_addr_spec(addr_spec: str) -> str:
-    """``addr_spec`` as it can travel without SMTPUTF8: an internationalised domain in
-    its IDNA ("xn--") form. Raises AddressError for a non-ASCII local part."""
+def wire_addr_spec(addr_spec: str) -> str:
+    """``addr_spec`` as it travels: an internationalised domain in its IDNA ("xn--")
+    form. A non-ASCII local part stays as written; it needs SMTPUTF8 (RFC 6531), which
+    the SMTP session asks for, and raw UTF-8 headers (RFC 6532)."""
     local, _, domain = addr_spec.rpartition("@")
-    if not local.isascii():
-        raise AddressError(
-            f'"{addr_spec}" has a non-ASCII part before the @, which needs SMTPUTF8; '
-            "batchmail sends plain SMTP, so use an ASCII address for this recipient"
-        )
     if domain.isascii():
         return addr_spec
     try:
@@ -86,15 +130,26 @@ def ascii_addr_spec(addr_spec: str) -> str:
     return f"{local}@{validated.ascii_domain}"
 
 
+def ascii_addr_spec(addr_spec: str) -> str:
+    """``wire_addr_spec`` for an address that is not in the SMTP envelope (Reply-To,
+    Sender): nothing would ask the server for SMTPUTF8, so the local part must be ASCII."""
+    local = addr_spec.rpartition("@")[0]
+    if not local.isascii():
+        raise AddressError(
+            f'"{addr_spec}" has a non-ASCII part before the @; only from, to, cc and bcc '
+            "addresses may (they go to the server, which must offer SMTPUTF8)"
+        )
+    return wire_addr_spec(addr_spec)
+
+
 def _control_character(value: str) -> str | None:
     """Describe the first character of ``value`` that has no place in a header, if any."""
-    for char in value:
-        if char == "\t":
-            continue
-        if unicodedata.category(char) == "Cc" or char in _LINE_SEPARATORS:
-            kind = "a line break" if char in "\r\n\u2028\u2029" else "a control character"
-            return f"{kind} (U+{ord(char):04X})"
-    return None
+    found = _NOT_IN_HEADER.search(value)
+    if found is None:
+        return None
+    char = found.group()
+    kind = "a line break" if char in "\r\n\u2028\u2029" else "a control character"
+    return f"{kind} (U+{ord(char):04X})"
 
 
 def _split(value: str) -> list[str]:
@@ -121,33 +176,39 @@ def _split(value: str) -> list[str]:
             continue
         current.append(char)
     if in_quotes:
-        raise AddressError(f'"{value}" has a double quote (") that is never closed')
+        raise AddressError(f'"{reveal(value)}" has a double quote (") that is never closed')
     items.append("".join(current))
     return items
 
 
 def _parse_one(item: str) -> Address:
     text = item.strip(" \t")
+    shown = reveal(text)
     if not text:
         raise AddressError(
             "an empty address (two separators in a row, or one at the start or end); "
             "leave no empty entries in the list"
         )
     if "\t" in text:
-        raise AddressError(f'"{text}" contains a tab')
-    if "=?" in text:
+        raise AddressError(f'"{shown}" contains a tab')
+    if "=?" in shown:
         raise AddressError(
-            f'"{text}" contains "=?", the start of an RFC 2047 encoded word that a mail '
-            "reader would decode into different text"
+            f'"{shown}" contains "=?", the start of an RFC 2047 encoded word that a '
+            "mail reader would decode into different text"
         )
     opens, closes = _brackets(text)
     if not opens and not closes:
         return Address("", _addr_spec(text))
     if len(opens) != 1 or len(closes) != 1 or closes[0] < opens[0]:
-        raise AddressError(f'"{text}" is not one address: its "<" and ">" do not pair up')
+        raise AddressError(f'"{shown}" is not one address: its "<" and ">" do not pair up')
     if closes[0] != len(text) - 1:
-        raise AddressError(f'"{text}" is not one address: there is text after ">"')
-    name = _display_name(text[: opens[0]].strip(" "), text)
+        raise AddressError(f'"{shown}" is not one address: there is text after ">"')
+    name = reveal(_display_name(text[: opens[0]].strip(" "), shown))
+    if "=?" in name:  # "=\?" in quotes unescapes to one
+        raise AddressError(
+            f'"{shown}": the name {name!r} contains "=?", the start of an RFC 2047 encoded '
+            "word that a mail reader would decode into different text"
+        )
     return Address(name, _addr_spec(text[opens[0] + 1 : -1].strip(" ")))
 
 
@@ -171,13 +232,14 @@ def _brackets(text: str) -> tuple[list[int], list[int]]:
     return opens, closes
 
 
-def _display_name(raw: str, item: str) -> str:
-    """The display name before "<": empty, one quoted string, or a plain phrase."""
+def _display_name(raw: str, shown: str) -> str:
+    """The display name before "<": empty, one quoted string, or a plain phrase
+    (protected characters still protected)."""
     if not raw.startswith('"'):
         for char in raw:
             if char in _PHRASE_SPECIALS:
                 raise AddressError(
-                    f'"{item}": the name contains {char!r}; put the whole name in double quotes'
+                    f'"{shown}": the name contains {char!r}; put the whole name in double quotes'
                 )
         return raw
     chars: list[str] = []
@@ -191,18 +253,28 @@ def _display_name(raw: str, item: str) -> str:
         elif char == '"':
             if index != len(raw) - 1:
                 raise AddressError(
-                    f'"{item}" is not one address: the name has text after its quotes'
+                    f'"{shown}" is not one address: the name has text after its quotes'
                 )
             return "".join(chars)
         else:
             chars.append(char)
     # _split has already refused an unclosed quote; this guards direct misuse.
-    raise AddressError(f'"{item}" has a double quote (") that is never closed')
+    raise AddressError(f'"{shown}" has a double quote (") that is never closed')
 
 
 def _addr_spec(spec: str) -> str:
+    """The address between "<" and ">" (or alone): a protected "@" counts as one, any
+    other protected character means a CSV value tried to add structure."""
     if not spec:
         raise AddressError('an empty address between "<" and ">"')
+    spec = spec.replace(_PROTECTED_AT, "@")
+    if _SHIFTED.search(spec):
+        raise AddressError(
+            f'"{reveal(spec)}" is not one email address: a value filled in from the CSV '
+            "cannot add addresses or address syntax (, ; < > quotes); give each address "
+            "its own column, e.g. {{ name }} <{{ email }}>, or mark a column that holds "
+            "a whole list with {{ column | address_list }}"
+        )
     try:
         validate_email(spec, check_deliverability=False, allow_smtputf8=True)
     except EmailNotValidError as exc:

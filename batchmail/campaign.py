@@ -352,11 +352,12 @@ class _Reader:
             number = float(value)
         except OverflowError:  # an integer beyond any float
             number = float("inf") if value > 0 else float("-inf")
+            value = "a number too large"
         if number < 0 or (positive and number == 0) or number == float("inf"):
             self.problem(
                 key_path,
                 f"expected a {'positive' if positive else 'non-negative'} "
-                f"finite number, got {number if isinstance(value, int) else value}",
+                f"finite number, got {value}",
             )
             return default
         return number
@@ -465,7 +466,8 @@ class _Reader:
         if not _text_encoding(encoding):
             self.problem(
                 "recipients.encoding",
-                f"unknown text encoding {encoding!r} (e.g. utf-8, cp1252, latin-1, gbk)",
+                f"unknown encoding {encoding!r} (a text encoding, e.g. utf-8, cp1252, latin-1,"
+                " gbk)",
             )
         key = self.string(values, "recipients.key", default="email")
         if not key:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -153,9 +154,15 @@ class Journal:
         """
         if not path.exists():
             return None
-        connection = _connect(path, path.absolute().as_uri() + "?mode=ro", uri=True)
-        with _closed_on_error(connection, path):
-            blank = _identify(connection, path)
+        try:
+            connection, blank = _open_for_reading(path, "?mode=ro")
+        except RunAborted:
+            if not _settled_on_read_only_storage(path):
+                raise
+            # Reading a WAL journal takes a -shm file beside it, which read-only storage
+            # (a disk the kernel remounted read-only after errors) cannot hold. With no WAL
+            # left, the main file is the whole journal, and nothing can be writing to it.
+            connection, blank = _open_for_reading(path, "?mode=ro&immutable=1")
         if blank:
             connection.close()
             return None
@@ -305,6 +312,21 @@ def _connect(path: Path, database: str, uri: bool) -> sqlite3.Connection:
         raise _aborted("open", path, exc) from exc
     connection.row_factory = sqlite3.Row
     return connection
+
+
+def _open_for_reading(path: Path, query: str) -> tuple[sqlite3.Connection, bool]:
+    """A read-only connection, and whether the journal is blank."""
+    connection = _connect(path, path.absolute().as_uri() + query, uri=True)
+    with _closed_on_error(connection, path):
+        return connection, _identify(connection, path)
+
+
+def _settled_on_read_only_storage(path: Path) -> bool:
+    """True when the journal's directory cannot be written (os.access reports a read-only
+    file system even to root) and no write-ahead log is left to replay."""
+    wal = path.with_name(path.name + "-wal")
+    settled = not wal.exists() or wal.stat().st_size == 0
+    return settled and not os.access(path.parent, os.W_OK)
 
 
 @contextlib.contextmanager

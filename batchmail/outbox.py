@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TextIO
 
 from batchmail.errors import RunAborted
 from batchmail.outcomes import ComposedMessage, Outcome, Status
@@ -51,7 +51,7 @@ class Outbox:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._manifest: TextIO | None = None
+        self._manifest: io.FileIO | None = None
         self._started = False  # whether this object already began the manifest
 
     @property
@@ -76,8 +76,8 @@ class Outbox:
             for leftover in self.directory.glob(_TEMP_PREFIX + "*"):
                 leftover.unlink()
         with _aborting(manifest_path):
-            mode = "a" if self._started else "w"
-            self._manifest = manifest_path.open(mode, encoding="utf-8", newline="")
+            # Unbuffered: each row goes to the file as it is appended (see _append).
+            self._manifest = io.FileIO(manifest_path, "a" if self._started else "w")
         if not self._started:
             self._append(MANIFEST_HEADER)
             self._started = True
@@ -140,11 +140,22 @@ class Outbox:
                 raise
 
     def _append(self, row: tuple[object, ...]) -> None:
-        assert self._manifest is not None
+        """Write one row straight to the file, so a killed dry run still lists every file it
+        wrote; a row the disk has no room for is cut off whole, never left half written."""
+        manifest = self._manifest
+        assert manifest is not None
+        line = io.StringIO()
+        csv.writer(line).writerow(row)
+        data = memoryview(line.getvalue().encode("utf-8"))
         with _aborting(self.directory / MANIFEST_NAME):
-            csv.writer(self._manifest).writerow(row)
-            # Flushed row by row so a killed dry run still lists every file it wrote.
-            self._manifest.flush()
+            end = manifest.seek(0, os.SEEK_END)
+            try:
+                while data:
+                    data = data[manifest.write(data) :]
+            except OSError:
+                with contextlib.suppress(OSError):
+                    manifest.truncate(end)
+                raise
 
 
 @contextlib.contextmanager

@@ -203,13 +203,23 @@ class _DecodedLines:
     def _decode(self, raw: bytes, final: bool) -> str:
         try:
             return self._decoder.decode(raw, final=final)
-        except UnicodeDecodeError as exc:
+        # Some codecs (punycode, idna) raise a bare UnicodeError, without a position.
+        except UnicodeError as exc:
             self._decoder.reset()
             if not self._bad_pending:
                 self._bad_pending = True
                 self._bad_text = (
                     f" (byte 0x{raw[exc.start]:02x} at offset {exc.start + 1})"
-                    if exc.start < len(raw)
+                    if isinstance(exc, UnicodeDecodeError) and exc.start < len(raw)
                     else ""
                 )
-            return raw.decode(self._encoding, errors="replace")
+            return _replaced(raw, self._encoding)
+
+
+def _replaced(raw: bytes, encoding: str) -> str:
+    """The text of a line that does not decode, for the row's other checks; some codecs
+    (idna, punycode) cannot replace what they cannot read, and ASCII stands in for them."""
+    try:
+        return raw.decode(encoding, errors="replace")
+    except UnicodeError:
+        return raw.decode("ascii", errors="replace")

@@ -3,6 +3,12 @@
 An undefined variable is always an error (``StrictUndefined``), never an empty string.
 Only the HTML body is autoescaped; the text body, header fields and attachment paths
 are plain text. Every jinja2 error is translated into a located ``CampaignError``.
+
+The address templates (from, to, cc, bcc, reply_to and an extra Sender header) have
+their own environment whose ``finalize`` passes every ``{{ ... }}`` value through
+``addresses.protect``: a value can then be a display name or an address, but never
+add a separator, a bracket or a quote (see ``batchmail.addresses``). The filter
+``address_list`` is the author's explicit way to let a column hold a whole list.
 """
 
 from __future__ import annotations
@@ -14,18 +20,20 @@ from typing import Any
 
 import jinja2
 
+from batchmail.addresses import AddressError, protect
 from batchmail.campaign import Campaign
 from batchmail.errors import CampaignError, Problem
 from batchmail.recipients import Recipient
 
-# (RenderedFields attribute, campaign key path) of the inline address and subject templates.
-_INLINE_FIELDS: tuple[tuple[str, str], ...] = (
-    ("from_", "message.from"),
-    ("to", "message.to"),
-    ("cc", "message.cc"),
-    ("bcc", "message.bcc"),
-    ("reply_to", "message.reply_to"),
-    ("subject", "message.subject"),
+# (RenderedFields attribute, campaign key path, is an address template) of the inline
+# address and subject templates.
+_INLINE_FIELDS: tuple[tuple[str, str, bool], ...] = (
+    ("from_", "message.from", True),
+    ("to", "message.to", True),
+    ("cc", "message.cc", True),
+    ("bcc", "message.bcc", True),
+    ("reply_to", "message.reply_to", True),
+    ("subject", "message.subject", False),
 )
 
 
@@ -43,6 +51,8 @@ class RenderedFields:
     html: str | None
     attachments: tuple[str, ...]  # rendered paths, in campaign.message.attachments order
     headers: tuple[tuple[str, str], ...]  # (name, rendered value), in campaign order
+    # from_, to, cc, bcc, reply_to and a Sender header hold protected values: read them
+    # with addresses.parse_address_list, show them with addresses.reveal.
 
 
 @dataclass(frozen=True)
@@ -50,18 +60,43 @@ class _Compiled:
     label: str  # how errors name it: a YAML key path or a template file name
     filename: str  # Jinja's code filename, to find the template's line in a traceback
     template: jinja2.Template
+    constant: str | None = None  # the output of a template without Jinja syntax
 
     def render(self, context: dict[str, Any]) -> str:
+        if self.constant is not None:
+            return self.constant  # the same for every row: rendered once, at compile time
         return self.template.render(context)
 
 
-def _environment(*, autoescape: bool, body: bool) -> jinja2.Environment:
-    return jinja2.Environment(
+# Header names whose extra-header template is an address template.
+ADDRESS_HEADERS = frozenset({"sender"})
+
+
+class _AddressList(str):
+    """A value the template's author marked as address-list text: it is not protected."""
+
+
+def _address_list(value: Any) -> _AddressList:
+    return _AddressList(value)
+
+
+def _protect(value: Any) -> str:
+    if isinstance(value, _AddressList):
+        return str(value)
+    return protect(str(value))
+
+
+def _environment(*, autoescape: bool, body: bool, address: bool = False) -> jinja2.Environment:
+    env = jinja2.Environment(
         undefined=jinja2.StrictUndefined,
         autoescape=autoescape,
         # A body's final newline is part of the text; a header value must not end in one.
         keep_trailing_newline=body,
+        finalize=_protect if address else None,
     )
+    if address:
+        env.filters["address_list"] = _address_list
+    return env
 
 
 class Renderer:
@@ -91,8 +126,8 @@ class Renderer:
         compiler = _Compiler(campaign)
         message = campaign.message
         inline = {
-            attribute: compiler.inline(getattr(message, attribute), key)
-            for attribute, key in _INLINE_FIELDS
+            attribute: compiler.inline(getattr(message, attribute), key, address=address)
+            for attribute, key, address in _INLINE_FIELDS
         }
         text = compiler.file(message.text, "message.text", html=False)
         html = compiler.file(message.html, "message.html", html=True)
@@ -105,7 +140,12 @@ class Renderer:
             for index, source in enumerate(message.attachments)
         )
         headers = tuple(
-            (name, compiler.inline(source, f"message.headers.{name}"))
+            (
+                name,
+                compiler.inline(
+                    source, f"message.headers.{name}", address=name.lower() in ADDRESS_HEADERS
+                ),
+            )
             for name, source in message.headers
         )
         if compiler.problems:
@@ -134,6 +174,9 @@ class Renderer:
         def fill(compiled: _Compiled) -> str:
             try:
                 return compiled.render(context)
+            except AddressError as exc:  # a value protect() refuses
+                problems.append(Problem(f"{where}, {compiled.label}", str(exc)))
+                return ""
             # The templates are code the campaign's author wrote: any exception they raise
             # (UndefinedError, but also ZeroDivisionError, TypeError...) is a problem of the row.
             except Exception as exc:  # noqa: BLE001
@@ -159,18 +202,22 @@ class _Compiler:
         self.campaign = campaign
         self.problems: list[Problem] = []
         self.header_env = _environment(autoescape=False, body=False)
+        self.address_env = _environment(autoescape=False, body=False, address=True)
         self.text_env = _environment(autoescape=False, body=True)
         self.html_env = _environment(autoescape=True, body=True)
 
-    def inline(self, source: str, key_path: str) -> _Compiled:
+    def inline(self, source: str, key_path: str, *, address: bool = False) -> _Compiled:
         """The compiled template; on a problem, an empty stand-in (compile() raises anyway)."""
+        env = self.address_env if address else self.header_env
         try:
-            return _compile(self.header_env, source, key_path)
+            return _compile(env, source, key_path)
         except jinja2.TemplateSyntaxError as exc:
             line = f" (line {exc.lineno} of the template)" if "\n" in source.strip() else ""
             self.problems.append(
                 Problem(self.campaign.where(key_path), f"template syntax: {exc.message}{line}")
             )
+        except _TOO_DEEP as exc:
+            self.problems.append(Problem(self.campaign.where(key_path), _too_deep(exc)))
         return _compile(self.header_env, "", key_path)
 
     def file(self, path: Path | None, key_path: str, *, html: bool) -> _Compiled | None:
@@ -189,6 +236,8 @@ class _Compiler:
                     f"template syntax: {exc.message} ({key_path})",
                 )
             )
+        except _TOO_DEEP as exc:
+            self.problems.append(Problem(self.campaign.where(key_path), _too_deep(exc)))
         return None
 
     def _read(self, path: Path, key_path: str) -> str | None:
@@ -213,11 +262,23 @@ class _Compiler:
         return None
 
 
+# Jinja's parser recurses per nesting level, and the Python code it generates must
+# compile: past Python's limits (20 nested blocks, 200 nested parentheses, the recursion
+# limit) these are what come out, not a TemplateSyntaxError.
+_TOO_DEEP = (RecursionError, SyntaxError, MemoryError)
+
+
+def _too_deep(exc: BaseException) -> str:
+    detail = str(exc).split("\n")[0] or type(exc).__name__
+    return f"the template is nested too deeply to compile ({detail}); simplify it"
+
+
 def _compile(env: jinja2.Environment, source: str, label: str) -> _Compiled:
     filename = f"batchmail-template:{label}"
     code = env.compile(source, name=label, filename=filename)
     template = env.template_class.from_code(env, code, env.make_globals(None))
-    return _Compiled(label, filename, template)
+    constant = template.render() if _is_plain_text(env, source) else None
+    return _Compiled(label, filename, template, constant)
 
 
 def _is_plain_text(env: jinja2.Environment, source: str) -> bool:

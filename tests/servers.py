@@ -13,9 +13,14 @@ e.g. ``server.handler.drop_after = 3``, and counted in ``handler.faults``:
     HidingStarttlsHandler  STARTTLS possible but not advertised (a downgrade)
     HeloOnlyHandler      refuse EHLO, so the client must fall back to HELO
 
-``SmtpTestServer`` runs a handler with optional STARTTLS, implicit TLS or AUTH; the fixtures
-in conftest.py start and stop them. ``make_smtp_config`` and ``make_message`` build what a
-client needs to talk to one.
+``SmtpTestServer`` runs a handler with optional STARTTLS, implicit TLS or AUTH, and one of
+three ``Mode``s: "plain" (aiosmtpd as it is: one command at a time, DATA), "pipelining"
+(PIPELINING advertised; aiosmtpd reads pipelined commands in order anyway) or "chunking"
+(PIPELINING and CHUNKING: ``ChunkingSMTP`` adds BDAT to aiosmtpd; the default). With BDAT the
+handler's hooks run as with DATA: ``on_data`` sees the whole message after ``BDAT n LAST``,
+and ``commands`` lists "BDAT" for each chunk command, then "DATA" once a message is
+complete. The fixtures in conftest.py start and stop servers. ``make_smtp_config`` and
+``make_message`` build what a client needs to talk to one.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from typing import Any, Literal
 
 import trustme
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from batchmail.campaign import Security, SmtpConfig
 from batchmail.outcomes import ComposedMessage
@@ -46,6 +51,15 @@ HOST = "127.0.0.1"
 USERNAME = "alice"
 PASSWORD = "s3cret-pw"
 AUTH_MECHANISMS = ("LOGIN", "PLAIN")  # aiosmtpd's built-in mechanisms
+
+Mode = Literal["plain", "pipelining", "chunking"]
+MODES: tuple[Mode, ...] = ("plain", "pipelining", "chunking")
+DEFAULT_MODE: Mode = "chunking"  # what batchmail meets in Postfix: its fastest, hardest path
+_ADVERTISED: dict[str, tuple[str, ...]] = {
+    "plain": (),
+    "pipelining": ("PIPELINING",),
+    "chunking": ("PIPELINING", "CHUNKING"),
+}
 
 
 @dataclass(frozen=True)
@@ -93,7 +107,8 @@ class RecordingHandler:
 
     @property
     def commands(self) -> list[str]:
-        """Verbs in the order received: EHLO, AUTH, MAIL, RCPT, DATA (at its end), RSET, QUIT."""
+        """Verbs in the order received: EHLO, AUTH, MAIL, RCPT, BDAT (each chunk), DATA (at
+        the end of a message's data, either way), RSET, QUIT."""
         with self._lock:
             return [verb for verb, _ in self._commands]
 
@@ -157,7 +172,9 @@ class RecordingHandler:
     ) -> list[str]:
         self.record("EHLO", hostname)
         session.host_name = hostname  # a handle_EHLO hook must do what aiosmtpd otherwise does
-        return self.ehlo_responses(responses)
+        # Before the last line ("250 HELP"), which must stay last: only it has "250 ".
+        extra = [f"250-{keyword}" for keyword in getattr(server, "advertised", ())]
+        return self.ehlo_responses(responses[:-1] + extra + responses[-1:])
 
     async def handle_HELO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str
@@ -344,6 +361,72 @@ class HeloOnlyHandler(RecordingHandler):
         return ["502 5.5.1 EHLO not implemented"]
 
 
+class ChunkingSMTP(SMTP):
+    """aiosmtpd's server with BDAT (RFC 3030): each chunk is read as exactly the bytes its
+    command announces, never dot-unstuffed; ``BDAT n LAST`` completes the message, which then
+    goes through the handler's DATA hook like a message sent with DATA."""
+
+    @syntax("BDAT size [LAST]")
+    async def smtp_BDAT(self, arg: str | None) -> None:
+        size, last = _bdat_argument(arg)
+        if size is None:
+            await self.push("501 5.5.4 Syntax: BDAT size [LAST]")
+            return
+        try:
+            chunk = await self._reader.readexactly(size)
+        except asyncio.IncompleteReadError:
+            assert self.transport is not None
+            self.transport.close()  # the client went away mid-chunk: nothing to answer
+            return
+        record = getattr(self.event_handler, "record", None)
+        if record is not None:
+            record("BDAT", arg or "")
+        await self._bdat_chunk(chunk, last)
+
+    async def _bdat_chunk(self, chunk: bytes, last: bool) -> None:
+        if await self.check_helo_needed() or await self.check_auth_needed("BDAT"):
+            return  # answered already; the chunk is read and dropped
+        envelope = self.envelope
+        assert envelope is not None
+        if not envelope.mail_from:
+            await self.push("503 5.5.1 Error: need MAIL command")
+            return
+        if not envelope.rcpt_tos:
+            await self.push("554 5.5.1 Error: no valid recipients")
+            return
+        envelope.original_content = (envelope.original_content or b"") + chunk
+        if not last:
+            await self.push(f"250 2.0.0 {len(chunk)} octets received")
+            return
+        envelope.content = envelope.original_content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
+
+
+def _bdat_argument(arg: str | None) -> tuple[int | None, bool]:
+    words = (arg or "").split()
+    if not 1 <= len(words) <= 2 or not words[0].isdigit():
+        return None, False
+    if len(words) == 2 and words[1].upper() != "LAST":
+        return None, False
+    return int(words[0]), len(words) == 2
+
+
+class _ModeController(Controller):
+    """aiosmtpd's Controller making servers that advertise (and speak) the given mode."""
+
+    def __init__(self, handler: RecordingHandler, mode: Mode, **kwargs: Any) -> None:
+        self.mode = mode
+        super().__init__(handler, **kwargs)
+
+    def factory(self) -> SMTP:
+        server_class = ChunkingSMTP if self.mode == "chunking" else SMTP
+        server = server_class(self.handler, **self.SMTP_kwargs)
+        server.advertised = _ADVERTISED[self.mode]  # type: ignore[attr-defined]
+        return server
+
+
 def _quiet_aiosmtpd_logging() -> None:
     # aiosmtpd logs handler errors with log.exception. In Python 3.11.7, formatting a
     # traceback in a server thread while pytest formats a failure in the main thread can
@@ -385,7 +468,8 @@ class SmtpTestServer:
 
     ``security`` is what a client should use: "starttls" and "tls" need ``certificates``.
     ``auth_mechanisms`` (e.g. ("PLAIN",)) makes the server require AUTH as alice/s3cret-pw,
-    offered over plain connections too so that tests can use ``insecure_auth``.
+    offered over plain connections too so that tests can use ``insecure_auth``. ``mode``:
+    what it offers beyond aiosmtpd's own extensions (see the module's docstring).
     """
 
     def __init__(
@@ -396,6 +480,7 @@ class SmtpTestServer:
         certificates: Certificates | None = None,
         auth_mechanisms: tuple[str, ...] = (),
         smtputf8: bool = True,
+        mode: Mode = DEFAULT_MODE,
     ) -> None:
         if security != "none" and certificates is None:
             raise ValueError(f"security {security!r} needs certificates")
@@ -404,6 +489,7 @@ class SmtpTestServer:
         self.certificates = certificates
         self.auth_mechanisms = auth_mechanisms
         self.smtputf8 = smtputf8
+        self.mode = mode
         self.host = HOST
         self.port = 0
         self._controller: Controller | None = None
@@ -441,7 +527,9 @@ class SmtpTestServer:
             options["auth_exclude_mechanism"] = [
                 m for m in AUTH_MECHANISMS if m not in self.auth_mechanisms
             ]
-        self._controller = Controller(self.handler, hostname=self.host, port=self.port, **options)
+        self._controller = _ModeController(
+            self.handler, self.mode, hostname=self.host, port=self.port, **options
+        )
         self._controller.start()
         return self
 
@@ -481,10 +569,12 @@ def make_message(
     mail_from: str = "news@example.com",
     rcpt_tos: tuple[str, ...] | None = None,
     body: str = "Hello.\n",
+    message_id: str | None = None,
 ) -> ComposedMessage:
-    """A small, real RFC 5322 message (CRLF, policy SMTP) with a stable Message-ID."""
+    """A small, real RFC 5322 message (CRLF, policy SMTP) with a stable Message-ID
+    (``<row-N@batchmail.test>`` unless given)."""
     message = EmailMessage(policy=email.policy.SMTP)
-    message_id = f"<row-{row_number}@batchmail.test>"
+    message_id = message_id or f"<row-{row_number}@batchmail.test>"
     message["From"] = mail_from
     message["To"] = to
     message["Subject"] = f"Message {row_number}"

@@ -14,6 +14,9 @@ from batchmail.addresses import (
     check_header_name,
     check_header_value,
     parse_address_list,
+    protect,
+    reveal,
+    wire_addr_spec,
 )
 
 
@@ -73,6 +76,7 @@ def test_parses_well_formed_lists(value: str, expected: tuple[Address, ...]) -> 
         ("=?utf-8?q?evil=40x.com?= <a@b.com>", "encoded word"),
         ('"=?utf-8?b?ZXZpbA==?=" <a@b.com>', "encoded word"),
         ("=?utf-8?q?a?=@b.com", "encoded word"),
+        ('"=\\?utf-8?q?bob=40evil.com?=" <a@b.com>', "encoded word"),
         ("a@localhost", "is not a valid email address"),
     ],
 )
@@ -106,8 +110,86 @@ def test_ascii_addr_spec_encodes_an_internationalised_domain() -> None:
 
 
 def test_ascii_addr_spec_refuses_a_non_ascii_local_part() -> None:
-    with pytest.raises(AddressError, match="needs SMTPUTF8"):
+    with pytest.raises(AddressError, match="only from, to, cc and bcc"):
         ascii_addr_spec("zoë@example.com")
+
+
+def test_wire_addr_spec_keeps_a_non_ascii_local_part_and_encodes_the_domain() -> None:
+    assert wire_addr_spec("zoë@bücher.de") == "zoë@xn--bcher-kva.de"
+    assert wire_addr_spec("张伟@example.cn") == "张伟@example.cn"
+    assert wire_addr_spec("Ann@Example.COM") == "Ann@Example.COM"
+
+
+# --- values from the CSV: protect / reveal ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "value", "expected"),
+    [
+        # In a display name a value is text, whatever it holds.
+        ("{} <a@example.com>", "Doe, John", (Address("Doe, John", "a@example.com"),)),
+        ('"{}" <a@example.com>', 'say "hi"', (Address('say "hi"', "a@example.com"),)),
+        ("{} <a@example.com>", "b@evil.com>, <c@evil.com", None),
+        ("{} <a@example.com>", "x\\", (Address("x\\", "a@example.com"),)),
+        ('"{}" <a@example.com>', "x\\", (Address("x\\", "a@example.com"),)),
+        ("{} <a@example.com>", "(c) [d]: e;", (Address("(c) [d]: e;", "a@example.com"),)),
+        # In an address only its "@" is structure.
+        ("{}", "ann@example.com", (Address("", "ann@example.com"),)),
+        ("Ann <{}>", "ann@example.com", (Address("Ann", "ann@example.com"),)),
+        ("{}@example.com", "ann", (Address("", "ann@example.com"),)),
+        ("{}", "a@x.org, b@y.org", "is not one email address"),
+        ("{}", "a@x.org;b@y.org", "is not one email address"),
+        ("{}", "Eve <e@x.org>", "is not one email address"),
+        ("Ann <{}>", "a@x.org>, <b@y.org", "is not one email address"),
+        ("{}", '"a b"@x.org', "is not one email address"),
+        ("{}", "=?utf-8?q?a?=@x.org", "encoded word"),
+        ("{} <a@example.com>", "=?utf-8?q?b=40evil.com?=", "encoded word"),
+        ('"{}" <a@example.com>', "=?utf-8?q?b=40evil.com?=", "encoded word"),
+    ],
+)
+def test_a_protected_value_cannot_add_structure(
+    template: str, value: str, expected: tuple[Address, ...] | str | None
+) -> None:
+    rendered = template.format(protect(value))
+    if expected is None:  # text: the whole value is the display name
+        expected = (Address(value, "a@example.com"),)
+    if isinstance(expected, str):
+        with pytest.raises(AddressError) as caught:
+            parse_address_list(rendered)
+        assert expected in str(caught.value)
+        assert "\\U000f" not in ascii(str(caught.value))  # messages show the real characters
+        return
+    assert parse_address_list(rendered) == expected
+
+
+def test_the_unquoted_author_text_keeps_its_rules() -> None:
+    with pytest.raises(AddressError, match="put the whole name in double quotes"):
+        parse_address_list("Doe, John <a@example.com>".replace(", John", ": John"))
+
+
+@given(st.text(max_size=40))
+def test_protect_then_reveal_is_the_identity(value: str) -> None:
+    try:
+        protected = protect(value)
+    except AddressError:
+        assert any(0xF0000 <= ord(c) <= 0xF00FF for c in value)
+        return
+    assert reveal(protected) == value
+    assert not set(protected) & set(',;<>"\\()[]:@')
+
+
+@given(st.text(alphabet=st.sampled_from('ab@.<>"\\,; =?x\u00e9'), max_size=30))
+def test_a_protected_value_is_at_most_one_address(value: str) -> None:
+    for template in ("{}", "{} <a@example.com>", '"{}" <a@example.com>', "Ann <{}>"):
+        try:
+            found = parse_address_list(template.format(protect(value)))
+        except AddressError:
+            continue
+        assert len(found) <= 1
+        if template == "{} <a@example.com>":
+            assert found == (Address(value.strip(" "), "a@example.com"),)
+        if template == '"{}" <a@example.com>':
+            assert found == (Address(value, "a@example.com"),)
 
 
 @pytest.mark.parametrize("name", ["Subject", "X-Campaign", "List-Unsubscribe", "X!#$%"])

@@ -382,7 +382,7 @@ def test_bad_rows_are_all_reported_and_nothing_is_sent(
     assert "Traceback" not in result.stderr
     text = result.stderr
     assert "nothing was sent" in text
-    assert 'people.csv, row 2, message.to: "evil@x.com>" is not one address' in text
+    assert 'people.csv, row 2, message.to: "a@b.com>, evil@x.com" is not one email address' in text
     assert "people.csv, row 3" in text
     assert "people.csv, row 4" in text
     assert "people.csv, row 5 (line 7), column email: duplicate key" in text

@@ -358,7 +358,7 @@ def test_a_literal_prefix_names_the_directory_a_template_may_pick_from(
         (
             "{{ email }}",
             {"email": "a@b.com>, evil@x.com"},
-            '"a@b.com>" is not one address',
+            '"a@b.com>, evil@x.com" is not one email address: a value filled in from the CSV',
         ),
         ("{{ email }}", {"email": "a@b@c.com"}, '"a@b@c.com" is not a valid email address'),
         ("{{ email }}", {"email": "ann@"}, '"ann@" is not a valid email address'),
@@ -372,7 +372,14 @@ def test_a_literal_prefix_names_the_directory_a_template_may_pick_from(
             {"name": "=?utf-8?q?bob=40evil.com?="},
             '"=?utf-8?q?bob=40evil.com?= <ann@example.com>" contains "=?"',
         ),
-        ("{{ email }}", {"email": "zoë@example.com"}, '"zoë@example.com" has a non-ASCII part'),
+        ("{{ email }}", {"email": "a@x.org, b@y.org"}, '"a@x.org, b@y.org" is not one email'),
+        ("{{ email }}", {"email": "a@x.org; b@y.org"}, '"a@x.org; b@y.org" is not one email'),
+        ("{{ email }}", {"email": "Eve <e@x.org>"}, '"Eve <e@x.org>" is not one email'),
+        (
+            "{{ email }}",
+            {"email": "a@b.com\U000f002c"},
+            "'a@b.com\\U000f002c' contains the private-use character U+F002C",
+        ),
     ],
 )
 def test_bad_recipients_are_refused_with_row_and_field(
@@ -447,11 +454,33 @@ def test_every_problem_of_a_row_is_reported(directory: Path) -> None:
 
 
 def test_a_sender_header_is_parsed_strictly(directory: Path) -> None:
-    campaign = make_campaign(directory, headers=(("Sender", "{{ note }}"),))
-    message = parse(compose(campaign, row(note="Office <office@bücher.de>")))
+    campaign = make_campaign(directory, headers=(("Sender", "Office <{{ note }}>"),))
+    message = parse(compose(campaign, row(note="office@bücher.de")))
     assert message["Sender"].addresses[0].addr_spec == "office@xn--bcher-kva.de"
     (problem,) = problems(campaign, row(note="a@b.com>, x@y.com"))
     assert problem.startswith("welcome.csv, row 1, message.headers.Sender: ")
+    assert "cannot add addresses" in problem
+
+
+def test_address_list_lets_the_author_take_a_whole_list_from_a_column(directory: Path) -> None:
+    campaign = make_campaign(directory, cc="{{ note | address_list }}")
+    composed = compose(campaign, row(note='"Lee, Ed" <ed@example.com>; fay@example.com'))
+    cc = [(a.display_name, a.addr_spec) for a in parse(composed)["Cc"].addresses]
+    assert cc == [("Lee, Ed", "ed@example.com"), ("", "fay@example.com")]
+    assert composed.envelope.rcpt_tos == ("ann@example.com", "ed@example.com", "fay@example.com")
+
+
+@pytest.mark.parametrize("to", ["{{ name }} <{{ email }}>", '"{{ name }}" <{{ email }}>'])
+@pytest.mark.parametrize(
+    "name", ["Doe, John", 'Eve" <eve@evil.com>, "x', "a; b@evil.com", "Dr. (Who) [x]: @ \\ y"]
+)
+def test_a_csv_value_in_a_display_name_is_only_ever_text(
+    directory: Path, to: str, name: str
+) -> None:
+    composed = compose(make_campaign(directory, to=to, subject="Hi"), row(name=name))
+    (address,) = parse(composed)["To"].addresses
+    assert (address.display_name, address.addr_spec) == (name, "ann@example.com")
+    assert composed.envelope.rcpt_tos == ("ann@example.com",)
 
 
 def test_an_empty_extra_header_is_left_out(directory: Path) -> None:
@@ -493,9 +522,13 @@ def test_extra_headers_are_checked_before_any_row(directory: Path) -> None:
 
 
 def test_quotes_and_backslashes_in_names_round_trip(directory: Path) -> None:
-    campaign = make_campaign(directory, to="{{ to }}", subject="Hello")
-    composed = compose(campaign, row(to='"Ann \\"AL\\" Lee \\\\ Co" <ann@example.com>'))
-    (to,) = parse(composed)["To"].addresses
+    # Written by the template's author, the quotes and backslashes are syntax ...
+    campaign = make_campaign(directory, to='"Ann \\"AL\\" Lee \\\\ Co" <{{ email }}>', subject="Hi")
+    (to,) = parse(compose(campaign, row()))["To"].addresses
+    assert (to.display_name, to.addr_spec) == ('Ann "AL" Lee \\ Co', "ann@example.com")
+    # ... coming from the CSV, they are text.
+    campaign = make_campaign(directory, to="{{ name }} <{{ email }}>", subject="Hi")
+    (to,) = parse(compose(campaign, row(name='Ann "AL" Lee \\ Co')))["To"].addresses
     assert (to.display_name, to.addr_spec) == ('Ann "AL" Lee \\ Co', "ann@example.com")
 
 

@@ -127,7 +127,8 @@ def test_a_second_run_on_the_same_campaign_is_refused(
     tmp_path: Path, start_smtp_server: StartServer
 ) -> None:
     server = start_smtp_server(SlowHandler(delay=0.05))
-    campaign = write_campaign(tmp_path, people(40), server=server)
+    # One message at a time: the first run must still be sending when the others start.
+    campaign = write_campaign(tmp_path, people(100), server=server, send={"window": 1})
     first = start_run(campaign)
     try:
         wait_for(lambda: len(server.messages) >= 2)
@@ -139,4 +140,4 @@ def test_a_second_run_on_the_same_campaign_is_refused(
         first.wait(timeout=60)
     assert first.returncode == 0
     received = collections.Counter(m.rcpt_tos[0] for m in server.messages)
-    assert len(received) == 40 and max(received.values()) == 1
+    assert len(received) == 100 and max(received.values()) == 1

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from batchmail.addresses import parse_address_list, reveal
 from batchmail.campaign import Campaign, MessageConfig, RecipientsConfig, SendConfig, SmtpConfig
 from batchmail.errors import CampaignError
 from batchmail.recipients import Recipient
@@ -63,8 +64,9 @@ def test_renders_every_field(tmp_path: Path) -> None:
     )
     rendered = Renderer.compile(campaign).render(recipient())
     assert rendered.from_ == "Team <team@example.com>"
-    assert rendered.to == "Ann <ann@example.com>"
-    assert rendered.cc == "Ann.cc@example.com"
+    # Address fields hold CSV values protected (see test_address_values_are_protected).
+    assert reveal(rendered.to) == "Ann <ann@example.com>"
+    assert reveal(rendered.cc) == "Ann.cc@example.com"
     assert rendered.bcc == "audit@example.com"
     assert rendered.reply_to == "help@example.com"
     assert rendered.subject == "Welcome, Ann"
@@ -187,3 +189,63 @@ def test_templates_are_compiled_once(tmp_path: Path) -> None:
     # Changing the file after compile() must not change what is rendered.
     (tmp_path / "welcome.txt.j2").write_text("changed {{ name }}\n", encoding="utf-8")
     assert renderer.render(recipient()).text == "Hello Ann,\nyour code is A1.\n"
+
+
+@pytest.mark.parametrize("field", ["from_", "to", "cc", "bcc", "reply_to"])
+def test_address_values_are_protected(tmp_path: Path, field: str) -> None:
+    campaign = make_campaign(tmp_path, **{field: "{{ name }} <{{ email }}>"})
+    rendered = Renderer.compile(campaign).render(recipient(name='Doe, "J" <x@evil.com>;'))
+    value = getattr(rendered, field)
+    assert not set(value) & set(',;<>"@') - set("<>")  # only the author's < and > are real
+    assert value.count("<") == value.count(">") == 1
+    assert reveal(value) == 'Doe, "J" <x@evil.com>; <ann@example.com>'
+    (address,) = parse_address_list(value)
+    assert (address.display_name, address.addr_spec) == (
+        'Doe, "J" <x@evil.com>;',
+        "ann@example.com",
+    )
+
+
+def test_subject_headers_and_paths_are_not_protected(tmp_path: Path) -> None:
+    campaign = make_campaign(
+        tmp_path,
+        subject="{{ name }}",
+        headers=(("X-Tag", "{{ name }}"), ("Sender", "{{ name }}")),
+        attachments=("{{ name }}",),
+    )
+    rendered = Renderer.compile(campaign).render(recipient(name="a,b<c>"))
+    assert rendered.subject == "a,b<c>"
+    assert rendered.attachments == ("a,b<c>",)
+    assert rendered.headers[0] == ("X-Tag", "a,b<c>")
+    assert rendered.headers[1][1] != "a,b<c>"  # Sender is an address header
+    assert reveal(rendered.headers[1][1]) == "a,b<c>"
+
+
+def test_address_list_marks_a_value_as_structure(tmp_path: Path) -> None:
+    campaign = make_campaign(tmp_path, cc="{{ code | address_list }}, {{ name }} <z@example.com>")
+    rendered = Renderer.compile(campaign).render(recipient(code="a@x.org, B <b@y.org>", name="c,d"))
+    addresses = parse_address_list(rendered.cc)
+    assert [(a.display_name, a.addr_spec) for a in addresses] == [
+        ("", "a@x.org"),
+        ("B", "b@y.org"),
+        ("c,d", "z@example.com"),  # the unmarked value stays text
+    ]
+
+
+def test_a_reserved_character_in_an_address_value_is_a_located_problem(tmp_path: Path) -> None:
+    renderer = Renderer.compile(make_campaign(tmp_path))
+    with pytest.raises(CampaignError) as caught:
+        renderer.render(recipient(5, name="x\U000f003cy"))
+    (problem,) = caught.value.problems
+    assert problem.where == "welcome.csv, row 5, message.to"
+    assert "U+F003C" in problem.message and "reserves" in problem.message
+
+
+def test_a_template_without_syntax_renders_as_jinja_would(tmp_path: Path) -> None:
+    campaign = make_campaign(
+        tmp_path, text="Hello\n", html=None, from_="Team <team@example.com>\n", subject="Hi"
+    )
+    rendered = Renderer.compile(campaign).render(recipient())
+    assert rendered.text == "Hello\n"  # a body keeps its final newline
+    assert rendered.from_ == "Team <team@example.com>"  # a header value does not
+    assert rendered.subject == "Hi"

@@ -1,0 +1,99 @@
+"""A message in wire form for one server: the envelope as MAIL/RCPT arguments, and the data as
+DATA (dot-stuffed) or BDAT (as is) carries it. Pure: it needs the server's EHLO keywords, not
+a connection.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Container
+from dataclasses import dataclass
+
+from batchmail.outcomes import ComposedMessage, Outcome, Status
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_LINE_START_DOT = re.compile(rb"^\.", re.MULTILINE)
+
+
+class Unsendable(Exception):
+    """This server cannot carry the message; the text says why."""
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """An envelope as it goes on the wire."""
+
+    mail_from: str
+    rcpt_tos: tuple[tuple[str, str], ...]  # (address as given, address as sent)
+    mail_options: str  # with a leading space per option, e.g. " SIZE=123 BODY=8BITMIME"
+    command_encoding: str  # "utf-8" with SMTPUTF8, else "ascii"
+
+    def commands(self) -> list[str]:
+        """MAIL and every RCPT, without line ends."""
+        return [
+            f"MAIL FROM:<{self.mail_from}>{self.mail_options}",
+            *(f"RCPT TO:<{sent}>" for _, sent in self.rcpt_tos),
+        ]
+
+    @property
+    def given_rcpt_tos(self) -> tuple[str, ...]:
+        return tuple(given for given, _ in self.rcpt_tos)
+
+
+def transaction(message: ComposedMessage, extensions: Container[str]) -> Transaction | Outcome:
+    """The envelope in wire form, or FAILED when this server cannot carry it.
+    ``extensions`` holds the server's EHLO keywords in lower case (as smtplib keeps them)."""
+    envelope = message.envelope
+    smtputf8 = "smtputf8" in extensions
+    try:
+        mail_from = _wire_address("sender", envelope.mail_from, smtputf8)
+        rcpt_tos = [_wire_address("recipient", a, smtputf8) for a in envelope.rcpt_tos]
+        if not message.data.isascii() and "8bitmime" not in extensions:
+            raise Unsendable("the message has 8-bit data, and the server does not offer 8BITMIME")
+    except Unsendable as exc:
+        return Outcome(Status.FAILED, None, str(exc))
+    # Non-ASCII survives _wire_address only when the server offers SMTPUTF8.
+    needs_smtputf8 = not all(a.isascii() for a in [mail_from, *rcpt_tos])
+    options = [f"SIZE={len(message.data)}"] if "size" in extensions else []
+    if not message.data.isascii():
+        options.append("BODY=8BITMIME")
+    if needs_smtputf8:
+        options.append("SMTPUTF8")
+    return Transaction(
+        mail_from=mail_from,
+        rcpt_tos=tuple(zip(envelope.rcpt_tos, rcpt_tos, strict=True)),
+        mail_options="".join(f" {option}" for option in options),
+        command_encoding="utf-8" if needs_smtputf8 else "ascii",
+    )
+
+
+def crlf_lines(data: bytes) -> bytes:
+    """The data with CRLF line ends only (a bare CR or LF is never sent), ending in CRLF:
+    what BDAT carries as is (RFC 3030: no dot-stuffing)."""
+    normalised = _LINE_END.sub(b"\r\n", data)
+    return normalised if normalised.endswith(b"\r\n") else normalised + b"\r\n"
+
+
+def dot_stuff(data: bytes) -> bytes:
+    """The DATA payload: CRLF line ends (a bare CR or LF is never sent), a dot doubled at the
+    start of a line (RFC 5321 4.5.2), and the closing CRLF.CRLF."""
+    return _LINE_START_DOT.sub(b"..", crlf_lines(data)) + b".\r\n"
+
+
+def _wire_address(role: str, address: str, smtputf8: bool) -> str:
+    """The address for MAIL/RCPT: a non-ASCII domain in IDNA form, a non-ASCII local part
+    only with SMTPUTF8 (RFC 6531)."""
+    if _CONTROL.search(address):
+        raise Unsendable(f"{role} {address!r} contains control characters")
+    if address.isascii():
+        return address
+    local, at, domain = address.rpartition("@")
+    if not local.isascii():
+        if not smtputf8:
+            raise Unsendable(f"{role} {address} needs SMTPUTF8, which the server does not offer")
+        return address
+    try:
+        return f"{local}{at}{domain.encode('idna').decode('ascii')}"
+    except UnicodeError as exc:
+        raise Unsendable(f"{role} {address}: the domain is not valid IDNA ({exc})") from exc

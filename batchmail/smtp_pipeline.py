@@ -1,0 +1,193 @@
+"""A window of mail transactions pipelined on one connection (RFC 2920), and what became of
+each message.
+
+With CHUNKING (RFC 3030) the whole window goes out at once: for each message [RSET,] MAIL,
+every RCPT and ``BDAT <size> LAST`` followed by the data as is (no dot-stuffing), after one
+``before_data`` call for the window. Without it, DATA needs its 354 before the data, so each
+message costs one round trip: [RSET,] MAIL, RCPTs and DATA in one write; then, after the 354
+and ``before_data`` for that message alone, its dot-stuffed data together with the next
+message's commands. Replies are matched to transactions strictly in order.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from batchmail.outcomes import ComposedMessage, Outcome
+from batchmail.smtp_envelope import Transaction, crlf_lines, dot_stuff
+from batchmail.smtp_replies import (
+    ANSWERED,
+    Ending,
+    EndKind,
+    ProtocolError,
+    Reply,
+    Sent,
+    TransactionReplies,
+)
+from batchmail.smtp_wire import Wire, WireLost
+from batchmail.transport import BeforeData
+
+
+@dataclass
+class Entry:
+    """One message of the window on its way."""
+
+    message: ComposedMessage
+    transaction: Transaction
+    replies: TransactionReplies
+    sent: Sent = Sent.NOTHING
+
+    def mark(self, sent: Sent) -> None:
+        self.sent = max(self.sent, sent)
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    outcomes: list[Outcome]  # one per transaction, in order
+    usable: bool  # the connection can carry the next window
+
+
+class Pipeline:
+    """Sends one window over ``wire``; ``reset_first``: RSET before the first transaction
+    (the connection has carried one before). Every later transaction starts with RSET."""
+
+    def __init__(
+        self,
+        wire: Wire,
+        *,
+        chunking: bool,
+        reset_first: bool,
+        timeout: float,
+        data_timeout: float,
+    ) -> None:
+        self._wire = wire
+        self._chunking = chunking
+        self._reset_first = reset_first
+        self._timeout = timeout
+        self._data_timeout = data_timeout
+        self._awaiting: deque[Entry] = deque()  # whose reply comes next, one per reply
+        self._ending: Ending | None = None  # set when the conversation stops early
+        self._broken = False  # a reply said this connection should carry no more mail
+
+    def run(
+        self, window: Sequence[tuple[ComposedMessage, Transaction]], before_data: BeforeData
+    ) -> WindowResult:
+        entries = [
+            Entry(
+                message,
+                transaction,
+                TransactionReplies(
+                    transaction.given_rcpt_tos,
+                    reset=self._reset_first or index > 0,
+                    chunking=self._chunking,
+                ),
+            )
+            for index, (message, transaction) in enumerate(window)
+        ]
+        if not entries:
+            return WindowResult([], True)
+        # A server that spoke out of turn (a reply too many, or a 421 and a close while we
+        # were idle) would have its words taken for the replies to this window.
+        problem = self._wire.unsolicited()
+        if problem is not None:
+            self._ending = Ending(EndKind.LOST, problem)
+        elif self._chunking:
+            self._send_chunked(entries, before_data)
+        else:
+            self._send_with_data(entries, before_data)
+        ending = self._ending or ANSWERED
+        # The first transaction counts as tried whatever happened: it pays for a connection
+        # that broke at once, so that the runner's free retries of "never sent" messages
+        # always make progress.
+        entries[0].mark(Sent.COMMANDS)
+        outcomes = [entry.replies.outcome(entry.sent, ending) for entry in entries]
+        usable = self._ending is None and not any(e.replies.closes_session for e in entries)
+        return WindowResult(outcomes, usable)
+
+    # --- the two ways ---------------------------------------------------------------------
+
+    def _send_chunked(self, entries: list[Entry], before_data: BeforeData) -> None:
+        before_data([entry.message for entry in entries])
+        self._wire.source(self._chunked(entries))
+        self._exchange()
+
+    def _chunked(self, entries: list[Entry]) -> Iterator[None]:
+        """Queues one transaction per step, as the wire asks for more."""
+        for entry in entries:
+            self._envelope(entry)
+            payload = crlf_lines(entry.message.data)
+            self._command(entry, f"BDAT {len(payload)} LAST")
+            self._wire.data(payload, functools.partial(entry.mark, Sent.DATA))
+            yield
+
+    def _send_with_data(self, entries: list[Entry], before_data: BeforeData) -> None:
+        self._envelope(entries[0])
+        self._command(entries[0], "DATA")
+        self._exchange()
+        for index, entry in enumerate(entries):
+            if self._ending is not None or self._broken:
+                return  # the rest were never sent: NOT_SENT, and the runner retries them
+            if entry.replies.go_ahead:
+                self._data(entry, before_data)
+            if index + 1 < len(entries):
+                # RFC 2920: the commands may follow the end of the data in the same write.
+                following = entries[index + 1]
+                self._envelope(following)
+                self._command(following, "DATA")
+            self._exchange()
+
+    def _data(self, entry: Entry, before_data: BeforeData) -> None:
+        if entry.replies.wants_data:
+            before_data([entry.message])
+            payload = dot_stuff(entry.message.data)
+            self._wire.data(payload, functools.partial(entry.mark, Sent.DATA))
+        else:
+            # 354 although no recipient was accepted: an empty message ends it (RFC 2920 3.1).
+            self._wire.command(".")
+        entry.replies.expect_end()
+        self._awaiting.append(entry)
+
+    # --- the wire -------------------------------------------------------------------------
+
+    def _envelope(self, entry: Entry) -> None:
+        if entry.replies.reset:
+            self._command(entry, "RSET")
+        for line in entry.transaction.commands():
+            self._command(entry, line, entry.transaction.command_encoding)
+
+    def _command(self, entry: Entry, line: str, encoding: str = "ascii") -> None:
+        self._wire.command(line, encoding, functools.partial(entry.mark, Sent.COMMANDS))
+        self._awaiting.append(entry)
+
+    def _exchange(self) -> None:
+        """Write what is queued and read every reply it asks for."""
+        if self._ending is not None:
+            return
+        try:
+            self._wire.pump(self._on_reply, self._answered, self._reply_timeout)
+        except WireLost as exc:
+            if self._ending is None:  # after a 421, the close that follows is no news
+                self._ending = Ending(EndKind.LOST, str(exc))
+
+    def _answered(self) -> bool:
+        return self._ending is not None or not (self._awaiting or self._wire.pending)
+
+    def _reply_timeout(self) -> float:
+        waiting_for_verdict = self._awaiting and self._awaiting[0].replies.awaiting_final
+        return self._data_timeout if waiting_for_verdict else self._timeout
+
+    def _on_reply(self, reply: Reply) -> None:
+        if self._ending is not None:
+            return  # the server said 421, or lost track: what follows is not to be trusted
+        if not self._awaiting:
+            raise ProtocolError(f"a reply nobody asked for: {reply.code} {reply.text}")
+        entry = self._awaiting.popleft()
+        entry.replies.take(reply)
+        self._broken |= entry.replies.closes_session
+        if entry.replies.said_421:
+            self._ending = Ending(EndKind.CLOSING)
+        elif entry.replies.lost_track:
+            self._ending = Ending(EndKind.LOST, f"unexpected reply {reply.code} {reply.text}")

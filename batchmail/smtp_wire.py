@@ -1,0 +1,205 @@
+"""Pipelined I/O on an open SMTP connection: queued commands and data are written while the
+replies are read as they come, neither side ever blocked on the other.
+
+A server answering a long pipelined group while we are still writing it must not wait for us
+to read (nor we for it to read, once both sides' buffers are full), and replies that arrived
+before the connection broke must still be read: they say which transactions went through.
+So the socket is non-blocking while ``Wire.pump`` runs, and both directions are served from
+one selector. Plain and TLS sockets alike (smtplib's, after STARTTLS or implicit TLS).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import selectors
+import socket
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+
+from batchmail.smtp_dialogue import DebugLog, quickack
+from batchmail.smtp_replies import ProtocolError, Reply, ReplyReader
+
+_WRITE_SIZE = 256 * 1024  # per send() call; large enough to fill the socket buffer
+_HIGH_WATER = 1024 * 1024  # queued bytes not yet written: more is asked for below this
+_READ_SIZE = 64 * 1024
+_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+class WireLost(Exception):
+    """The conversation cannot go on: connection lost, timed out, or replies out of step.
+    The text says which, for the user."""
+
+
+class Wire:
+    """Queues what to send, then ``pump`` writes it and hands each reply to a callback.
+
+    What to send can also come from ``source``: each step of that iterator queues more
+    (say, one transaction), and it is stepped only while less than a megabyte waits to be
+    written, so a window of large messages is never all in memory at once."""
+
+    def __init__(self, sock: socket.socket, log: DebugLog | None = None) -> None:
+        self._sock = sock
+        self._log = log
+        self._out = bytearray()
+        self._written = 0  # bytes of the stream handed to the kernel
+        self._queued = 0  # bytes of the stream queued so far
+        self._on_written: deque[tuple[int, Callable[[], None]]] = deque()  # (stream end, call)
+        self._retry = 0  # a TLS write that would block must be repeated with the same length
+        self._reader = ReplyReader()
+        self._source: Iterator[None] | None = None
+
+    @property
+    def pending(self) -> bool:
+        """Bytes queued and not yet written, or more to come from the source."""
+        return bool(self._out) or self._source is not None
+
+    def source(self, steps: Iterator[None]) -> None:
+        self._source = steps
+        self._refill()
+
+    def _refill(self) -> None:
+        while self._source is not None and len(self._out) < _HIGH_WATER:
+            if next(self._source, StopIteration) is StopIteration:
+                self._source = None
+
+    def command(
+        self, line: str, encoding: str = "ascii", on_written: Callable[[], None] | None = None
+    ) -> None:
+        if self._log is not None:
+            self._log.client(line)
+        self._queue((line + "\r\n").encode(encoding), on_written)
+
+    def data(self, payload: bytes, on_written: Callable[[], None] | None = None) -> None:
+        """Message data in wire form; the log gets its size only."""
+        if self._log is not None:
+            self._log.data(len(payload))
+        self._queue(payload, on_written)
+
+    def _queue(self, chunk: bytes, on_written: Callable[[], None] | None) -> None:
+        self._out += chunk
+        self._queued += len(chunk)
+        if on_written is not None:
+            self._on_written.append((self._queued, on_written))
+
+    def unsolicited(self) -> str | None:
+        """What the server sent that nobody asked for (or that it closed the connection),
+        found without waiting; None when all is quiet, as it should be between windows."""
+        sock = self._sock
+        previous = sock.gettimeout()
+        sock.setblocking(False)
+        try:
+            chunk = sock.recv(_READ_SIZE)
+        except _WOULD_BLOCK:
+            return None
+        except OSError as exc:
+            return _describe(exc)
+        finally:
+            with contextlib.suppress(OSError):
+                sock.settimeout(previous)
+        if not chunk:
+            return "the server closed the connection"
+        return f"the server sent {chunk[:80]!r} unasked"
+
+    def pump(
+        self,
+        on_reply: Callable[[Reply], None],
+        done: Callable[[], bool],
+        timeout: Callable[[], float],
+    ) -> None:
+        """Write and read until ``done()``. ``timeout()`` is how long the next reply may take
+        (any progress, written or read, starts the wait again). Raises ``WireLost``;
+        ``on_reply`` may raise ``ProtocolError``, which ends the conversation the same way."""
+        sock = self._sock
+        previous = sock.gettimeout()
+        sock.setblocking(False)
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(sock, selectors.EVENT_READ)
+                self._serve(selector, on_reply, done, timeout)
+        except ProtocolError as exc:
+            raise WireLost(f"the server's replies are out of step: {exc}") from exc
+        finally:
+            with contextlib.suppress(OSError):  # already closed: nothing to restore
+                sock.settimeout(previous)
+
+    def _serve(
+        self,
+        selector: selectors.BaseSelector,
+        on_reply: Callable[[Reply], None],
+        done: Callable[[], bool],
+        timeout: Callable[[], float],
+    ) -> None:
+        sock = self._sock
+        last_progress = time.monotonic()
+        while not done():
+            self._refill()
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._out else 0)
+            selector.modify(sock, events)
+            left = timeout() - (time.monotonic() - last_progress)
+            if left <= 0:
+                raise WireLost(f"no reply within {timeout():g}s")
+            buffered = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+            ready = [selectors.EVENT_READ] if buffered else [m for _, m in selector.select(left)]
+            progress = False
+            for mask in ready:
+                if mask & selectors.EVENT_WRITE:
+                    progress |= self._write(on_reply)
+                if mask & selectors.EVENT_READ:
+                    progress |= self._read(on_reply)
+            if progress:
+                last_progress = time.monotonic()
+        if self._reader.pending:
+            raise WireLost("the server sent more than the replies asked for")
+
+    def _write(self, on_reply: Callable[[Reply], None]) -> bool:
+        size = self._retry or min(len(self._out), _WRITE_SIZE)
+        try:
+            # Views released at once: the buffer is trimmed below, which they would forbid.
+            with memoryview(self._out) as view, view[:size] as chunk:
+                written = self._sock.send(chunk)
+        except _WOULD_BLOCK:
+            self._retry = size
+            return False
+        except OSError as exc:
+            # The server may have answered, then closed (a 421): read what it said first.
+            self._read_remaining(on_reply)
+            raise WireLost(_describe(exc)) from exc
+        self._retry = 0
+        del self._out[:written]
+        self._written += written
+        while self._on_written and self._on_written[0][0] <= self._written:
+            self._on_written.popleft()[1]()
+        return written > 0
+
+    def _read(self, on_reply: Callable[[Reply], None]) -> bool:
+        """Everything readable now; raises WireLost at the end of the stream."""
+        got_any = False
+        while True:
+            quickack(self._sock)
+            try:
+                chunk = self._sock.recv(_READ_SIZE)
+            except _WOULD_BLOCK:
+                return got_any
+            except OSError as exc:
+                raise WireLost(_describe(exc)) from exc
+            if not chunk:
+                raise WireLost("the server closed the connection")
+            got_any = True
+            for reply in self._reader.feed(chunk):
+                if self._log is not None:
+                    self._log.server(reply.code, reply.lines)
+                on_reply(reply)
+
+    def _read_remaining(self, on_reply: Callable[[Reply], None]) -> None:
+        with contextlib.suppress(WireLost):
+            self._read(on_reply)
+
+
+def _describe(exc: OSError) -> str:
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
+    if isinstance(exc, BrokenPipeError):
+        return "the server closed the connection"
+    return str(exc) or type(exc).__name__

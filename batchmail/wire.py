@@ -1,0 +1,23 @@
+"""What may go on the wire: 7-bit text (UTF-8 only in an SMTPUTF8 message), lines
+ended by CRLF only, none longer than 998 octets (RFC 5322 2.1.1, RFC 5321 4.5.3.1.6)."""
+
+from __future__ import annotations
+
+MAX_LINE = 998  # octets, without the CRLF
+
+
+def wire_problem(data: bytes, utf8: bool = False) -> str | None:
+    """Why ``data`` cannot be sent as it is, or None."""
+    if not data.isascii():
+        if not utf8:
+            return "the message would contain non-ASCII bytes"
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            return "the message would contain bytes that are not UTF-8"
+    lines = data.split(b"\r\n")
+    if data.count(b"\r") != len(lines) - 1 or data.count(b"\n") != len(lines) - 1:
+        return "the message would contain a bare CR or LF"
+    if max(map(len, lines)) > MAX_LINE:
+        return f"the message would contain a line longer than {MAX_LINE} octets"
+    return None
