@@ -117,6 +117,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
     run.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print the SMTP dialogue on stderr (AUTH lines redacted, message data summarised)",
+    )
+    run.add_argument(
         "--allow-changed",
         action="store_true",
         help="carry on although the campaign file, a template or a shared attachment changed "
@@ -133,6 +139,12 @@ def _parser() -> argparse.ArgumentParser:
         help="also recipients whose outcome is unknown (they may have received it)",
     )
     resend.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
+    resend.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print the SMTP dialogue on stderr (AUTH lines redacted, message data summarised)",
+    )
     resend.add_argument(
         "--allow-changed",
         action="store_true",
@@ -226,7 +238,12 @@ def _run(args: argparse.Namespace) -> int:
         if args.dry_run:
             result = dry_run(campaign, args.out, progress)
         else:
-            result = send(campaign, progress=progress, allow_changed=args.allow_changed)
+            result = send(
+                campaign,
+                progress=progress,
+                allow_changed=args.allow_changed,
+                debug=progress.dialogue if args.verbose else None,
+            )
     finally:
         progress.close()
     return _finish(campaign, args, result, dry=args.dry_run)
@@ -237,7 +254,11 @@ def _resend(args: argparse.Namespace) -> int:
     progress = _BarProgress(args.quiet)
     try:
         result = send(
-            campaign, select_resendable(args.include_unknown), progress, args.allow_changed
+            campaign,
+            select_resendable(args.include_unknown),
+            progress,
+            args.allow_changed,
+            debug=progress.dialogue if args.verbose else None,
         )
     finally:
         progress.close()
@@ -406,6 +427,13 @@ class _BarProgress:
             self._bar.write(text, file=self._stream)
         else:
             print(text, file=self._stream)
+
+    def dialogue(self, line: str) -> None:
+        """One line of the SMTP dialogue (--verbose): shown even with --quiet."""
+        if self._bar is not None:
+            self._bar.write(line, file=self._stream)
+        else:
+            print(line, file=self._stream, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:

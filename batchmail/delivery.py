@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,12 +49,13 @@ def send(
     select: Selector = select_pending,
     progress: Progress | None = None,
     allow_changed: bool = False,
+    debug: Callable[[str], None] | None = None,
 ) -> RunResult:
     """`run` (pending recipients) or `resend` (with a resend selector)."""
     require_valid(campaign)
     with campaign_lock(campaign), Journal.open(journal_path(campaign)) as journal:
         _check_fingerprint(campaign, journal, allow_changed)
-        with _transports(campaign) as (transports, delivered_to):
+        with _transports(campaign, debug) as (transports, delivered_to):
             runner = Runner(campaign, transports, journal, select=select, progress=progress)
             summary = runner.run()
         counts = count_statuses(recipient_statuses(campaign, journal))
@@ -129,18 +130,26 @@ def _check_fingerprint(campaign: Campaign, journal: Journal, allow_changed: bool
 
 
 @contextlib.contextmanager
-def _transports(campaign: Campaign) -> Iterator[tuple[list[SmtpSession], str]]:
-    """One SMTP session per ``send.sessions``, and where they deliver."""
+def _transports(
+    campaign: Campaign, debug: Callable[[str], None] | None = None
+) -> Iterator[tuple[list[SmtpSession], str]]:
+    """One SMTP session per ``send.sessions``, and where they deliver. ``debug`` receives
+    the SMTP dialogue, AUTH redacted."""
     config = campaign.smtp
     count = campaign.send.sessions
+    window = campaign.send.window
     if config.embedded:
         maildir = campaign.state_dir / "sink"
         with embedded_sink(maildir) as (host, port):
-            sessions = [SmtpSession(config, None, host=host, port=port) for _ in range(count)]
+            sessions = [
+                SmtpSession(config, None, host=host, port=port, window=window, debug=debug)
+                for _ in range(count)
+            ]
             yield sessions, f"the embedded server's Maildir {maildir}"
         return
     password = resolve_password(config, campaign.path.name)
-    yield [SmtpSession(config, password) for _ in range(count)], f"{config.host}:{config.port}"
+    sessions = [SmtpSession(config, password, window=window, debug=debug) for _ in range(count)]
+    yield sessions, f"{config.host}:{config.port}"
 
 
 @contextlib.contextmanager

@@ -651,3 +651,36 @@ def test_per_domain_rate_is_accepted_and_sends_everything(
     )
     assert batchmail("run", campaign).returncode == 0
     assert len(smtp_server.messages) == 3
+
+
+def test_verbose_shows_the_dialogue_without_the_password(
+    tmp_path: Path, smtp_server_starttls_requiring_auth: SmtpTestServer
+) -> None:
+    server = smtp_server_starttls_requiring_auth
+    campaign = write_campaign(
+        tmp_path,
+        people(2),
+        server=server,
+        smtp={
+            "host": server.host,
+            "port": server.port,
+            "security": "starttls",
+            "username": USERNAME,
+            "password_env": "TEST_SMTP_PW",
+            "ca_file": str(server.ca_file),
+        },
+    )
+    result = batchmail("run", campaign, "--verbose", env={"TEST_SMTP_PW": PASSWORD})
+    assert result.returncode == 0, result.stderr
+    assert "MAIL FROM:<sender@example.com>" in result.stderr
+    assert "AUTH" in result.stderr and "***" in result.stderr
+    import base64
+
+    for secret in (
+        PASSWORD,
+        base64.b64encode(f"\0{USERNAME}\0{PASSWORD}".encode()).decode(),
+        base64.b64encode(PASSWORD.encode()).decode(),
+    ):
+        assert secret not in result.stderr + result.stdout
+    journal = (tmp_path / ".batchmail/test-campaign/journal.sqlite3").read_bytes()
+    assert PASSWORD.encode() not in journal
