@@ -31,7 +31,7 @@ from batchmail.outcomes import ComposedMessage, Outcome, Status
 from batchmail.ratelimit import TokenBucket
 from batchmail.recipients import Recipient, read_recipients
 from batchmail.suppression import is_suppressed, load_exclusions
-from batchmail.transport import Transport
+from batchmail.transport import NOT_SENT, Transport
 
 
 class Progress(Protocol):
@@ -176,7 +176,6 @@ class Runner:
 
     def _session(self, transport: Transport) -> None:
         send = self.campaign.send
-        window = send.window or transport.window
         sent_in_session = 0
         while not self._stop.is_set():
             if send.max_per_session and sent_in_session >= send.max_per_session:
@@ -184,7 +183,9 @@ class Runner:
             if not transport.connected:
                 self._connect(transport)
                 sent_in_session = 0
-            size = window
+            # Asked once connected: how many messages a batch can carry depends on what the
+            # server offers (SmtpSession folds send.window in; see delivery._transports).
+            size = transport.window
             if send.max_per_session:
                 size = min(size, send.max_per_session - sent_in_session)
             batch = self._next_batch(size)
@@ -219,7 +220,14 @@ class Runner:
         delay = self.campaign.send.retry_delay
         with self._lock:
             for (message, attempt), outcome in zip(batch, outcomes, strict=True):
-                if outcome.status is Status.DEFERRED and outcome.transient and attempt < retries:
+                retryable = outcome.status is Status.DEFERRED and outcome.transient
+                if retryable and _never_tried(outcome):
+                    # The connection went before this message's turn (a pipelined batch):
+                    # it goes again at once, with no attempt used up.
+                    retry = _Retry(self.clock(), next(self._order), message, attempt)
+                    heapq.heappush(self._retries, retry)
+                    continue
+                if retryable and attempt < retries:
                     wait = delay * 2**attempt
                     retry = _Retry(self.clock() + wait, next(self._order), message, attempt + 1)
                     heapq.heappush(self._retries, retry)
@@ -311,6 +319,11 @@ def _domains(message: ComposedMessage, throttled: dict[str, TokenBucket]) -> set
         return set()
     domains = {address.rpartition("@")[2].lower() for address in message.envelope.rcpt_tos}
     return domains & throttled.keys()
+
+
+def _never_tried(outcome: Outcome) -> bool:
+    """Nothing of the message reached the server: transports say so with exactly NOT_SENT."""
+    return outcome.code is None and outcome.reply == NOT_SENT
 
 
 def _reply_text(outcome: Outcome) -> str:

@@ -18,15 +18,7 @@ from dataclasses import dataclass
 
 from batchmail.outcomes import ComposedMessage, Outcome
 from batchmail.smtp_envelope import Transaction, crlf_lines, dot_stuff
-from batchmail.smtp_replies import (
-    ANSWERED,
-    Ending,
-    EndKind,
-    ProtocolError,
-    Reply,
-    Sent,
-    TransactionReplies,
-)
+from batchmail.smtp_replies import ProtocolError, Reply, Sent, TransactionReplies
 from batchmail.smtp_wire import Wire, WireLost
 from batchmail.transport import BeforeData
 
@@ -68,9 +60,11 @@ class Pipeline:
         self._reset_first = reset_first
         self._timeout = timeout
         self._data_timeout = data_timeout
-        self._awaiting: deque[Entry] = deque()  # whose reply comes next, one per reply
-        self._ending: Ending | None = None  # set when the conversation stops early
+        # Whose reply comes next, one per reply, with where in the stream its command ends.
+        self._awaiting: deque[tuple[Entry, int]] = deque()
+        self._lost: str | None = None  # why the conversation ended before every reply came
         self._broken = False  # a reply said this connection should carry no more mail
+        self._closing = False  # the server said 421: send nothing more, hear what it says
 
     def run(
         self, window: Sequence[tuple[ComposedMessage, Transaction]], before_data: BeforeData
@@ -93,18 +87,17 @@ class Pipeline:
         # were idle) would have its words taken for the replies to this window.
         problem = self._wire.unsolicited()
         if problem is not None:
-            self._ending = Ending(EndKind.LOST, problem)
+            self._lost = problem
         elif self._chunking:
             self._send_chunked(entries, before_data)
         else:
             self._send_with_data(entries, before_data)
-        ending = self._ending or ANSWERED
         # The first transaction counts as tried whatever happened: it pays for a connection
         # that broke at once, so that the runner's free retries of "never sent" messages
         # always make progress.
         entries[0].mark(Sent.COMMANDS)
-        outcomes = [entry.replies.outcome(entry.sent, ending) for entry in entries]
-        usable = self._ending is None and not any(e.replies.closes_session for e in entries)
+        outcomes = [entry.replies.outcome(entry.sent, self._lost) for entry in entries]
+        usable = self._lost is None and not any(e.replies.closes_session for e in entries)
         return WindowResult(outcomes, usable)
 
     # --- the two ways ---------------------------------------------------------------------
@@ -119,8 +112,9 @@ class Pipeline:
         for entry in entries:
             self._envelope(entry)
             payload = crlf_lines(entry.message.data)
-            self._command(entry, f"BDAT {len(payload)} LAST")
+            self._command(entry, f"BDAT {len(payload)} LAST", awaits=False)
             self._wire.data(payload, functools.partial(entry.mark, Sent.DATA))
+            self._awaiting.append((entry, self._wire.queued))  # answered after the chunk
             yield
 
     def _send_with_data(self, entries: list[Entry], before_data: BeforeData) -> None:
@@ -128,7 +122,7 @@ class Pipeline:
         self._command(entries[0], "DATA")
         self._exchange()
         for index, entry in enumerate(entries):
-            if self._ending is not None or self._broken:
+            if self._lost is not None or self._broken:
                 return  # the rest were never sent: NOT_SENT, and the runner retries them
             if entry.replies.go_ahead:
                 self._data(entry, before_data)
@@ -148,7 +142,7 @@ class Pipeline:
             # 354 although no recipient was accepted: an empty message ends it (RFC 2920 3.1).
             self._wire.command(".")
         entry.replies.expect_end()
-        self._awaiting.append(entry)
+        self._awaiting.append((entry, self._wire.queued))
 
     # --- the wire -------------------------------------------------------------------------
 
@@ -158,36 +152,44 @@ class Pipeline:
         for line in entry.transaction.commands():
             self._command(entry, line, entry.transaction.command_encoding)
 
-    def _command(self, entry: Entry, line: str, encoding: str = "ascii") -> None:
+    def _command(
+        self, entry: Entry, line: str, encoding: str = "ascii", *, awaits: bool = True
+    ) -> None:
         self._wire.command(line, encoding, functools.partial(entry.mark, Sent.COMMANDS))
-        self._awaiting.append(entry)
+        if awaits:
+            self._awaiting.append((entry, self._wire.queued))
 
     def _exchange(self) -> None:
         """Write what is queued and read every reply it asks for."""
-        if self._ending is not None:
+        if self._lost is not None:
             return
         try:
             self._wire.pump(self._on_reply, self._answered, self._reply_timeout)
         except WireLost as exc:
-            if self._ending is None:  # after a 421, the close that follows is no news
-                self._ending = Ending(EndKind.LOST, str(exc))
+            self._lost = str(exc)
 
     def _answered(self) -> bool:
-        return self._ending is not None or not (self._awaiting or self._wire.pending)
+        return self._lost is not None or not (self._awaiting or self._wire.pending)
 
     def _reply_timeout(self) -> float:
-        waiting_for_verdict = self._awaiting and self._awaiting[0].replies.awaiting_final
+        waiting_for_verdict = self._awaiting and self._awaiting[0][0].replies.awaiting_final
         return self._data_timeout if waiting_for_verdict else self._timeout
 
     def _on_reply(self, reply: Reply) -> None:
-        if self._ending is not None:
-            return  # the server said 421, or lost track: what follows is not to be trusted
+        if self._lost is not None:
+            return  # the replies lost track of the commands: what follows cannot be matched
         if not self._awaiting:
             raise ProtocolError(f"a reply nobody asked for: {reply.code} {reply.text}")
-        entry = self._awaiting.popleft()
+        entry, _ = self._awaiting.popleft()
         entry.replies.take(reply)
         self._broken |= entry.replies.closes_session
-        if entry.replies.said_421:
-            self._ending = Ending(EndKind.CLOSING)
-        elif entry.replies.lost_track:
-            self._ending = Ending(EndKind.LOST, f"unexpected reply {reply.code} {reply.text}")
+        if entry.replies.lost_track:
+            self._lost = f"unexpected reply {reply.code} {reply.text}"
+        elif entry.replies.said_421 and not self._closing:
+            # The server is closing. Write nothing more; but what it answers until it has
+            # closed is true (a server may go on with what was pipelined): keep reading.
+            self._closing = True
+            self._wire.halt()
+            # Only what went out whole can be answered.
+            written = self._wire.written
+            self._awaiting = deque(item for item in self._awaiting if item[1] <= written)

@@ -3,14 +3,14 @@
 ``ReplyReader`` turns received bytes into ``Reply`` values. ``TransactionReplies`` takes one
 transaction's replies in the order its commands went out ([RSET], MAIL, each RCPT, then DATA
 and the reply to the end of the data, or BDAT) and says what became of the message, also
-when the conversation ended before every reply came (``Ending``).
+when the conversation ended before every reply came.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from enum import Enum, IntEnum
+from enum import IntEnum
 
 from batchmail.outcomes import Outcome, RecipientRefusal, Status
 from batchmail.transport import NOT_SENT
@@ -87,21 +87,6 @@ class Sent(IntEnum):
     NOTHING = 0
     COMMANDS = 1  # some or all of its commands, not (all of) its data
     DATA = 2  # all of its data: the server may have the message
-
-
-class EndKind(Enum):
-    ANSWERED = "answered"  # every reply came
-    CLOSING = "closing"  # the server said 421: it processed nothing after that reply
-    LOST = "lost"  # connection lost, timed out, or the replies made no sense
-
-
-@dataclass(frozen=True)
-class Ending:
-    kind: EndKind
-    reason: str = ""  # for LOST: what happened, e.g. "connection reset"
-
-
-ANSWERED = Ending(EndKind.ANSWERED)
 
 
 class TransactionReplies:
@@ -190,9 +175,9 @@ class TransactionReplies:
 
     # --- the outcome --------------------------------------------------------------------
 
-    def outcome(self, sent: Sent, ending: Ending = ANSWERED) -> Outcome:
-        """What became of the message, given how much of it went out and how the
-        conversation ended."""
+    def outcome(self, sent: Sent, lost: str | None = None) -> Outcome:
+        """What became of the message, given how much of it went out and, when the
+        conversation ended before every reply came, why (``lost``: "connection reset")."""
         if self._rset is not None and self._rset.code == 421:
             return _refusal(self._rset)
         decided = self._decided()
@@ -219,7 +204,7 @@ class TransactionReplies:
             )
         if self._data is not None and self._data.code != 354:
             return _refusal(self._data, refused)
-        return _unanswered(sent, ending, refused)
+        return _unanswered(sent, lost or "no reply", refused)
 
     def _accepted(self) -> bool:
         return any(200 <= r.code < 300 for r in self._rcpt_replies)
@@ -267,13 +252,12 @@ def _refusal(reply: Reply, refused: tuple[RecipientRefusal, ...] = ()) -> Outcom
     return Outcome(Status.DEFERRED, reply.code, reply.text, refused, transient=True)
 
 
-def _unanswered(sent: Sent, ending: Ending, refused: tuple[RecipientRefusal, ...]) -> Outcome:
-    """No verdict came for this transaction."""
-    if ending.kind is EndKind.CLOSING or sent is Sent.NOTHING:
-        # After a 421 the server processed nothing more, whatever we had written: exactly
-        # NOT_SENT, so that the runner can tell that this message never had its turn.
+def _unanswered(sent: Sent, reason: str, refused: tuple[RecipientRefusal, ...]) -> Outcome:
+    """No verdict came for this transaction. Even after a 421 to an earlier one: a server
+    may well have gone on with what was pipelined before it closed."""
+    if sent is Sent.NOTHING:
+        # Exactly NOT_SENT, so that the runner can tell this message never had its turn.
         return Outcome(Status.DEFERRED, None, NOT_SENT, refused, transient=True)
-    reason = ending.reason or "no reply"
     if sent is Sent.DATA:
         return Outcome(Status.UNKNOWN, None, f"{LOST_AFTER_DATA} ({reason})", refused)
     return Outcome(Status.DEFERRED, None, f"{LOST_BEFORE_DATA}: {reason}", refused, True)

@@ -51,9 +51,25 @@ class Wire:
         self._source: Iterator[None] | None = None
 
     @property
+    def queued(self) -> int:
+        """Bytes of the stream queued so far: where what is queued next will start."""
+        return self._queued
+
+    @property
+    def written(self) -> int:
+        """Bytes of the stream handed to the kernel so far."""
+        return self._written
+
+    @property
     def pending(self) -> bool:
         """Bytes queued and not yet written, or more to come from the source."""
         return bool(self._out) or self._source is not None
+
+    def halt(self) -> None:
+        """Write nothing more: drop what is queued and what the source would give."""
+        self._out.clear()
+        self._retry = 0
+        self._source = None
 
     def source(self, steps: Iterator[None]) -> None:
         self._source = steps

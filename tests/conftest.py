@@ -8,10 +8,11 @@ client config with ``make_smtp_config(server)``. For a combination not named her
 Servers offer PIPELINING and CHUNKING by default (``servers.DEFAULT_MODE``). The fault
 fixtures run each test once per server mode (the test id says which: ``[plain]``,
 ``[pipelining]``, ``[chunking]``), so that every fault test holds for a client sending one
-command at a time and for one pipelining. ``smtp_server_dropping``, ``_refusing`` and
-``_deferring`` leave out "chunking": their tests pin down when ``before_data`` runs and what a
-drop before the data means, which BDAT changes by design (the whole window's data goes out
-before the first reply); tests/test_smtp_pipelining.py covers BDAT's faults.
+command at a time and for one pipelining. ``smtp_server_dropping``, ``_421``, ``_refusing``
+and ``_deferring`` leave out "chunking": their tests pin down when ``before_data`` runs and
+what a connection lost before the data means, which BDAT changes by design (the whole
+window's data goes out before the first reply, so what the server did not answer before it
+went is unknown); tests/test_smtp_pipelining.py covers BDAT's faults.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def smtp_server_dropping(
     return start_smtp_server(DroppingHandler(), mode=request.param)
 
 
-@pytest.fixture(params=MODES)
+@pytest.fixture(params=ONE_AT_A_TIME_OR_DATA_PIPELINING)
 def smtp_server_421(
     request: pytest.FixtureRequest, start_smtp_server: StartServer
 ) -> SmtpTestServer:

@@ -306,17 +306,27 @@ class DroppingHandler(RecordingHandler):
 
 class ClosingHandler(RecordingHandler):
     """Answers MAIL with 421 and closes the connection once ``close_after`` messages have
-    been accepted on that connection; a new connection starts counting again."""
+    been accepted on that connection; a new connection starts counting again. Like Postfix
+    it closes at once, reading nothing more; with ``linger`` it closes only once it next
+    waits for input, answering whatever was pipelined before that (aiosmtpd's way when a
+    hook schedules the close, e.g. ``loop.call_soon(transport.close)``)."""
 
     close_after = 1
+    linger = False
 
     async def on_mail(self, server: SMTP, session: Session, address: str) -> str | None:
         if getattr(session, "accepted_here", 0) < self.close_after:
             return None
         self.take_fault()
+        reply = "421 4.3.2 Service shutting down, closing transmission channel"
         assert server.transport is not None
-        server.loop.call_soon(server.transport.close)  # runs after the reply is written
-        return "421 4.3.2 Service shutting down, closing transmission channel"
+        if self.linger:
+            server.loop.call_soon(server.transport.close)  # runs after the reply is written
+            return reply
+        await server.push(reply)
+        server.transport.close()  # after what was written is flushed; nothing more is read
+        await _forever()  # closing the transport cancels this task
+        return None
 
 
 class StallingHandler(RecordingHandler):

@@ -122,7 +122,8 @@ def test_journal_on_a_disk_that_fills_mid_run(
     tmp_path: Path, start_smtp_server: StartServer
 ) -> None:
     server = start_smtp_server()
-    campaign = write_campaign(tmp_path / "c", people(RECIPIENTS), server=server)
+    # One message per batch: each journal write is small, so the disk fills mid-run.
+    campaign = write_campaign(tmp_path / "c", people(RECIPIENTS), server=server, send={"window": 1})
     state = campaign.parent / ".batchmail"
     state.mkdir()
     copy = tmp_path / "after-failure"

@@ -13,8 +13,6 @@ from batchmail.smtp_envelope import crlf_lines, dot_stuff, transaction
 from batchmail.smtp_replies import (
     LOST_AFTER_DATA,
     LOST_BEFORE_DATA,
-    Ending,
-    EndKind,
     ProtocolError,
     Reply,
     ReplyReader,
@@ -23,8 +21,7 @@ from batchmail.smtp_replies import (
 )
 from batchmail.transport import NOT_SENT
 
-LOST = Ending(EndKind.LOST, "connection reset")
-CLOSING = Ending(EndKind.CLOSING)
+LOST = "connection reset"
 
 
 def reply(line: str) -> Reply:
@@ -228,11 +225,6 @@ def test_lost_before_the_data_went_is_deferred_and_tried() -> None:
 def test_lost_before_any_byte_of_it_went_is_not_sent() -> None:
     outcome = replies_for().outcome(Sent.NOTHING, LOST)
     assert (outcome.status, outcome.code, outcome.reply) == (Status.DEFERRED, None, NOT_SENT)
-
-
-def test_after_a_421_to_an_earlier_transaction_even_sent_data_is_not_sent() -> None:
-    outcome = replies_for().outcome(Sent.DATA, CLOSING)
-    assert (outcome.status, outcome.reply, outcome.transient) == (Status.DEFERRED, NOT_SENT, True)
 
 
 def test_recipients_refused_before_the_loss_are_kept() -> None:

@@ -61,6 +61,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=100, help="raw BDAT messages in flight")
     parser.add_argument("--profile", action="store_true", help="also cProfile batchmail runs")
     parser.add_argument(
+        "--send",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a `send:` setting for every batchmail campaign, e.g. window=32 (repeatable)",
+    )
+    parser.add_argument(
         "--mailmerge-venv", type=Path, default=HERE / ".venv-mailmerge", help="created if missing"
     )
     parser.add_argument("--output", type=Path, help="also write the Markdown report here")
@@ -74,6 +81,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         rtt=args.rtt,
         window=args.window,
         profile=args.profile,
+        send_options=tuple(_send_option(text) for text in args.send),
     )
     if args.quick:
         base = dataclasses.replace(base, **QUICK)  # type: ignore[arg-type]
@@ -87,6 +95,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
 
 
+def _send_option(text: str) -> tuple[str, object]:
+    key, _, value = text.partition("=")
+    return key.strip(), int(value) if value.strip().isdigit() else value.strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     chosen = args.only.split(",") if args.only else list(SCENARIOS)
@@ -96,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     settings = settings_from(args)
     settings.workdir.mkdir(parents=True, exist_ok=True)
-    report = ["# batchmail benchmark", "", tables.machine(HERE.parents[1], mm_version()), ""]
+    report = ["# batchmail benchmark", "", tables.machine(HERE.parents[1], mm_version())]
+    if settings.send_options:
+        extra = ", ".join(f"{key}: {value}" for key, value in settings.send_options)
+        report.append(f"- every batchmail campaign also has, under `send:`, {extra}")
+    report.append("")
     everything: list[scenarios.Result] = []
     started = time.monotonic()
     for name in chosen:

@@ -30,6 +30,7 @@ class Settings:
     memory_counts: tuple[int, int] = (10_000, 1_000_000)
     window: int = 100  # the raw BDAT sender's messages in flight
     profile: bool = False
+    send_options: tuple[tuple[str, object], ...] = ()  # extra `send:` keys for batchmail
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ def sink_server(outcome: Outcome) -> Iterator[mailservers.Server]:
 
 
 def workload(settings: Settings, name: str, count: int, attachment: bool) -> Workload:
-    return write_workload(settings.workdir / f"{name}-{count}", count, attachment)
+    directory = settings.workdir / f"{name}-{count}"
+    return write_workload(directory, count, attachment, settings.send_options)
 
 
 def loopback(settings: Settings, attachment: bool) -> Outcome:

@@ -26,6 +26,11 @@ def machine(repo: Path, mailmerge_version: str) -> str:
             cpu = line.split(":", 1)[1].strip()
             break
     commit = _output(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"])
+    dirty = _output(["git", "-C", str(repo), "status", "--porcelain", "--", "batchmail"])
+    if dirty:
+        paths = [line.split()[-1].removeprefix("batchmail/") for line in dirty.splitlines()]
+        changed = ", ".join(paths)
+        commit += f" plus uncommitted changes to {changed}"
     postfix = _output(["postconf", "-h", "mail_version"]) or "not installed"
     return "\n".join(
         [

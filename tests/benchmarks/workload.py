@@ -74,6 +74,7 @@ class Workload:
     directory: Path
     count: int
     attachment: bool
+    send_options: tuple[tuple[str, object], ...] = ()  # more `send:` keys, e.g. window
 
     @property
     def campaign(self) -> Path:
@@ -112,16 +113,21 @@ class Workload:
             "smtp": {"host": "127.0.0.1", "port": port, "security": "none", "timeout": 60},
             "recipients": {"file": self.csv.name, "key": "email"},
             "message": message,
-            "send": {"sessions": sessions},
+            "send": {**dict(self.send_options), "sessions": sessions},
         }
         self.campaign.write_text(yaml.safe_dump(document, sort_keys=False))
         return self.campaign
 
 
-def write_workload(directory: Path, count: int, attachment: bool) -> Workload:
+def write_workload(
+    directory: Path,
+    count: int,
+    attachment: bool,
+    send_options: tuple[tuple[str, object], ...] = (),
+) -> Workload:
     """Write the CSV, templates, PDF and mailmerge template (not yet the campaign file);
     a directory completed before with the same arguments is reused as it is."""
-    workload = Workload(directory, count, attachment)
+    workload = Workload(directory, count, attachment, send_options)
     done = directory / ".complete"
     if done.exists():
         return workload
