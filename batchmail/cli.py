@@ -227,7 +227,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.test_to is not None:
         if args.dry_run:
             raise CampaignError([Problem("--test-to", "cannot be combined with --dry-run")])
-        result = test_send(campaign, args.test_to, max(1, args.limit))
+        debug = _BarProgress(quiet=True).dialogue if args.verbose else None
+        result = test_send(campaign, args.test_to, max(1, args.limit), debug)
         print(
             f"{campaign.name}: test send of {result.summary.selected} messages to "
             f"{result.delivered_to}: "

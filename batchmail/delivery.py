@@ -66,7 +66,9 @@ def send(
 TEST_PREFIX = "[TEST] "
 
 
-def test_send(campaign: Campaign, address: str, limit: int) -> RunResult:
+def test_send(
+    campaign: Campaign, address: str, limit: int, debug: Callable[[str], None] | None = None
+) -> RunResult:
     """The first ``limit`` rows' messages exactly as they would go, subject prefixed [TEST],
     delivered only to ``address``. The journal is not touched."""
     require_valid(campaign)
@@ -80,7 +82,7 @@ def test_send(campaign: Campaign, address: str, limit: int) -> RunResult:
         envelope = Envelope(message.envelope.mail_from, (test_to,))
         messages.append(dataclasses.replace(message, envelope=envelope))
     summary = RunSummary(selected=len(messages))
-    with _transports(dataclasses.replace(campaign, send=_one_session(campaign))) as (
+    with _transports(dataclasses.replace(campaign, send=_one_session(campaign)), debug) as (
         (transport, *_),
         delivered_to,
     ):
