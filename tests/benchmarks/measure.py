@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -38,9 +39,8 @@ def run_measured(
     ok_codes: Sequence[int] = (0,),
 ) -> Measurement:
     """Run ``argv`` to completion (stdout discarded, stderr kept for errors)."""
-    err_path = Path(cwd or ".") / f".stderr-{os.getpid()}"
     start = time.perf_counter()
-    with err_path.open("w+b") as err:
+    with tempfile.TemporaryFile() as err:  # anonymous: nothing left in the working tree
         process = subprocess.Popen(
             [str(arg) for arg in argv],
             cwd=cwd,
@@ -53,7 +53,6 @@ def run_measured(
         wall = time.perf_counter() - start
         err.seek(0)
         tail = err.read()[-3000:].decode("utf-8", "replace")
-    err_path.unlink()
     returncode = os.waitstatus_to_exitcode(status)
     process.returncode = returncode  # wait4 reaped it: tell Popen not to wait again
     measurement = Measurement(
