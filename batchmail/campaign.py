@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from batchmail.errors import CampaignError, Problem
+from batchmail.errors import CampaignError
+from batchmail.yaml_fields import MISSING, FieldReader
+from batchmail.yaml_lines import read_yaml
 
 Security = Literal["starttls", "tls", "none"]
 DEFAULT_PORTS: dict[str, int] = {"starttls": 587, "tls": 465, "none": 25}
@@ -106,104 +106,13 @@ class Campaign:
 def load_campaign(path: Path | str) -> Campaign:
     """Read and validate a campaign file; raise CampaignError listing every problem found."""
     path = Path(path).absolute()
-    document = _read_yaml(path)
+    document = read_yaml(path)
     reader = _Reader(path)
     campaign = reader.campaign(document)
     if reader.problems:
         raise CampaignError(reader.problems)
     assert campaign is not None
     return campaign
-
-
-# --- reading YAML with line numbers -------------------------------------------------------
-
-
-class _Mapping(dict[Any, Any]):
-    """A YAML mapping that remembers the line of each key and of itself."""
-
-    line: int = 0
-    key_lines: dict[Any, int]
-
-
-class _LineLoader(yaml.SafeLoader):
-    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        # PyYAML's own constructors raise plain Python errors on some well-formed scalars
-        # (`2020-99-99` as a date, `!!float x`, `!!bool x`): report them at their line.
-        try:
-            value = super().construct_object(node, deep)
-        except (ArithmeticError, LookupError, TypeError, ValueError) as exc:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"cannot read this value ({exc})", node.start_mark
-            ) from exc
-        if isinstance(value, int) and not _printable_int(value):
-            raise yaml.constructor.ConstructorError(None, None, "number too large", node.start_mark)
-        return value
-
-
-def _printable_int(value: int) -> bool:
-    """Whether str() works on it: past sys.get_int_max_str_digits() it raises ValueError,
-    and every message about the value would."""
-    try:
-        str(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Mapping:
-    loader.flatten_mapping(node)
-    mapping = _Mapping()
-    mapping.line = node.start_mark.line + 1
-    mapping.key_lines = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        line = key_node.start_mark.line + 1
-        if not isinstance(key, str | int | float | bool) or key is None:
-            raise yaml.constructor.ConstructorError(
-                None, None, "a key must be a plain word", key_node.start_mark
-            )
-        if key in mapping:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        mapping[key] = loader.construct_object(value_node, deep=True)
-        mapping.key_lines[key] = line
-    return mapping
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def _read_yaml(path: Path) -> Any:
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except FileNotFoundError:
-        raise CampaignError([Problem(str(path), "campaign file not found")]) from None
-    except IsADirectoryError:
-        raise CampaignError([Problem(str(path), "is a directory, not a campaign file")]) from None
-    except OSError as exc:
-        raise CampaignError([Problem(str(path), f"cannot read: {exc.strerror}")]) from exc
-    except UnicodeDecodeError as exc:
-        raise CampaignError(
-            [
-                Problem(
-                    path.name, f"not UTF-8 text (byte {exc.start}); save the campaign file as UTF-8"
-                )
-            ]
-        ) from exc
-    try:
-        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = (
-            f"{path.name}, line {mark.line + 1}, column {mark.column + 1}" if mark else path.name
-        )
-        what = exc.problem or exc.context or "invalid YAML"
-        raise CampaignError([Problem(where, f"YAML syntax: {what}")]) from exc
-    except yaml.YAMLError as exc:
-        raise CampaignError([Problem(path.name, f"YAML syntax: {exc}")]) from exc
-    except RecursionError as exc:
-        raise CampaignError([Problem(path.name, "YAML nested too deeply")]) from exc
 
 
 # --- the schema -----------------------------------------------------------------------------
@@ -256,138 +165,10 @@ KEYS: dict[str, frozenset[str]] = {
 }
 
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-_MISSING = object()
 
 
-class _Reader:
+class _Reader(FieldReader):
     """Walks the YAML document, building dataclasses and collecting every problem."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.problems: list[Problem] = []
-        self.lines: dict[str, int] = {}
-
-    # -- reporting
-
-    def problem(self, key_path: str, message: str, line: int | None = None) -> None:
-        line = line or self.lines.get(key_path)
-        suffix = f", line {line}" if line else ""
-        label = f"{key_path}: " if key_path else ""
-        self.problems.append(Problem(self.path.name, f"{label}{message}{suffix}"))
-
-    def section(self, parent: Any, key_path: str, keys: frozenset[str]) -> dict[str, Any] | None:
-        """A mapping's known keys; unknown keys are reported. None if it is not a mapping."""
-        if not isinstance(parent, dict):
-            self.problem(key_path, f"expected a mapping, got {_describe(parent)}")
-            return None
-        line = getattr(parent, "line", None)
-        if key_path:
-            self.lines.setdefault(key_path, line or 0)
-        key_lines = getattr(parent, "key_lines", {})
-        values: dict[str, Any] = {}
-        for key, value in parent.items():
-            child = f"{key_path}.{key}" if key_path else str(key)
-            self.lines[child] = key_lines.get(key, 0)
-            if key not in keys:
-                hint = _closest(str(key), keys)
-                known = (
-                    f"did you mean {hint!r}?" if hint else f"known keys: {', '.join(sorted(keys))}"
-                )
-                self.problem(child, f"unknown key ({known})")
-            else:
-                values[key] = value
-        return values
-
-    # -- typed values
-
-    def string(self, values: dict[str, Any], key_path: str, default: Any = _MISSING) -> Any:
-        key = key_path.rsplit(".", 1)[-1]
-        value = values.get(key)
-        if value is None:
-            if default is _MISSING:
-                self.problem(key_path, "missing", self.lines.get(key_path.rsplit(".", 1)[0]))
-            return default
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            self.problem(key_path, f"expected a string, got {_describe(value)}")
-            return default if default is not _MISSING else ""
-        return str(value)
-
-    def integer(
-        self,
-        values: dict[str, Any],
-        key_path: str,
-        default: int,
-        minimum: int = 0,
-        maximum: int | None = None,
-    ) -> int:
-        key = key_path.rsplit(".", 1)[-1]
-        value = values.get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.problem(key_path, "expected an integer")
-            return default
-        if value < minimum or (maximum is not None and value > maximum):
-            upper = f" and {maximum}" if maximum is not None else ""
-            self.problem(
-                key_path,
-                f"expected an integer between {minimum}{upper}, got {value}"
-                if upper
-                else f"expected an integer of at least {minimum}, got {value}",
-            )
-            return default
-        return value
-
-    def number(
-        self, values: dict[str, Any], key_path: str, default: float, positive: bool = False
-    ) -> float:
-        key = key_path.rsplit(".", 1)[-1]
-        value = values.get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-            self.problem(key_path, "expected a number")
-            return default
-        try:
-            number = float(value)
-        except OverflowError:  # an integer beyond any float
-            number = float("inf") if value > 0 else float("-inf")
-            value = "a number too large"
-        if number < 0 or (positive and number == 0) or number == float("inf"):
-            self.problem(
-                key_path,
-                f"expected a {'positive' if positive else 'non-negative'} "
-                f"finite number, got {value}",
-            )
-            return default
-        return number
-
-    def boolean(self, values: dict[str, Any], key_path: str, default: bool) -> bool:
-        value = values.get(key_path.rsplit(".", 1)[-1])
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            self.problem(key_path, "expected true or false")
-            return default
-        return value
-
-    def file(self, values: dict[str, Any], key_path: str, required: bool) -> Path | None:
-        text = self.string(values, key_path, default=_MISSING if required else None)
-        if text is None or text is _MISSING or text == "":
-            if required and text == "":
-                self.problem(key_path, "must name a file")
-            return None
-        try:
-            resolved = (self.path.parent / text).resolve()
-            is_file = resolved.is_file()
-        except ValueError:  # a NUL or a lone surrogate: no file system has such a name
-            self.problem(key_path, f"{text!r} is not a usable file name")
-            return None
-        if not is_file:
-            state = "is not a file" if resolved.exists() else "not found"
-            self.problem(key_path, f"{text} {state} (looked for {resolved})")
-            return None
-        return resolved
 
     # -- sections
 
@@ -402,9 +183,9 @@ class _Reader:
                 f"{name!r} may hold only letters, digits, '.', '_' and '-' "
                 "(it names the state directory)",
             )
-        smtp = self.smtp(top.get("smtp", _MISSING))
-        recipients = self.recipients(top.get("recipients", _MISSING))
-        message = self.message(top.get("message", _MISSING))
+        smtp = self.smtp(top.get("smtp", MISSING))
+        recipients = self.recipients(top.get("recipients", MISSING))
+        message = self.message(top.get("message", MISSING))
         send = self.send(top.get("send") if top.get("send") is not None else {})
         if self.problems or None in (smtp, recipients, message, send):
             return None
@@ -412,7 +193,7 @@ class _Reader:
         return Campaign(self.path, name, smtp, recipients, message, send, dict(self.lines))
 
     def smtp(self, value: Any) -> SmtpConfig | None:
-        if value is _MISSING or value is None:
+        if value is MISSING or value is None:
             self.problem(
                 "smtp", "missing (a server mapping, or `embedded` for the built-in test server)"
             )
@@ -442,9 +223,9 @@ class _Reader:
                 "`insecure_auth: true` for a trusted local relay",
             )
         return SmtpConfig(
-            host=host if host is not _MISSING else "",
+            host=host if host is not MISSING else "",
             port=port,
-            security=security,  # type: ignore[arg-type]
+            security=security,
             username=username,
             password_env=password_env,
             password_command=password_command,
@@ -455,7 +236,7 @@ class _Reader:
         )
 
     def recipients(self, value: Any) -> RecipientsConfig | None:
-        if value is _MISSING or value is None:
+        if value is MISSING or value is None:
             self.problem("recipients", "missing (a mapping with at least `file:`)")
             return None
         values = self.section(value, "recipients", KEYS["recipients"])
@@ -493,7 +274,7 @@ class _Reader:
         return tuple(paths)
 
     def message(self, value: Any) -> MessageConfig | None:
-        if value is _MISSING or value is None:
+        if value is MISSING or value is None:
             self.problem("message", "missing (from, to, subject and a text or html template)")
             return None
         values = self.section(value, "message", KEYS["message"])
@@ -511,9 +292,9 @@ class _Reader:
                 self.lines.get("message"),
             )
         return MessageConfig(
-            from_=from_ if from_ is not _MISSING else "",
-            to=to if to is not _MISSING else "",
-            subject=subject if subject is not _MISSING else "",
+            from_=from_ if from_ is not MISSING else "",
+            to=to if to is not MISSING else "",
+            subject=subject if subject is not MISSING else "",
             cc=self.string(values, "message.cc", default=""),
             bcc=self.string(values, "message.bcc", default=""),
             reply_to=self.string(values, "message.reply_to", default=""),
@@ -600,20 +381,3 @@ def _text_encoding(name: str) -> bool:
         return "email,name\r\n".encode(name).decode(name) == "email,name\r\n"
     except (LookupError, UnicodeError, ValueError):  # ValueError: a NUL in the name
         return False
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    if value is None:
-        return "nothing"
-    return f"{type(value).__name__} {value!r}"
-
-
-def _closest(word: str, choices: frozenset[str]) -> str | None:
-    import difflib
-
-    matches = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.7)
-    return matches[0] if matches else None
