@@ -1,19 +1,19 @@
 """Stream the recipients CSV: encoding, BOM, the key column, duplicate keys.
 
-Rows are read one at a time, so memory does not grow with the file, apart from
-one small fingerprint per key to find duplicates.
+Rows are read one at a time, and duplicate keys are found in bounded memory
+(seen_keys.py), so memory does not grow with the file.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
-import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from batchmail.campaign import RecipientsConfig
 from batchmail.errors import CampaignError, Problem
+from batchmail.seen_keys import SeenKeys
 
 # csv's default limit (128 KiB) is lower than a long HTML snippet in a cell could be.
 csv.field_size_limit(16 * 1024 * 1024)
@@ -58,7 +58,11 @@ def read_rows(config: RecipientsConfig) -> Iterator[Row]:
                 [Problem(name, "empty file: expected a header row of column names")]
             )
         _check_header(name, header, config.key)
-        yield from _records(name, config, reader, lines, header)
+        seen = SeenKeys()
+        try:
+            yield from _records(name, config, reader, lines, header, seen)
+        finally:
+            seen.close()
 
 
 def _records(
@@ -67,9 +71,9 @@ def _records(
     reader: Iterator[list[str]],
     lines: _DecodedLines,
     header: list[str],
+    seen: SeenKeys,
 ) -> Iterator[Row]:
     key_index = header.index(config.key)
-    first_row_of_key: dict[bytes, int] = {}
     row_number = 0
     previous_end = reader.line_num  # type: ignore[attr-defined]
     while True:
@@ -104,8 +108,7 @@ def _records(
         if not key.strip():
             problems.append(Problem(f"{where}, column {config.key}", "empty key"))
         else:
-            digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=12).digest()
-            first = first_row_of_key.setdefault(digest, row_number)
+            first = seen.first_row(key, row_number)
             if first != row_number:
                 problems.append(
                     Problem(
