@@ -1,0 +1,189 @@
+"""Render and compose messages on every core, in CSV order, with bounded lookahead.
+
+Turning a row into bytes is pure Python work and holds the GIL, so threads cannot share it;
+worker processes can. The first rows are built here, in this process: a small campaign
+never starts a worker. Past ``PARALLEL_AFTER`` rows the rest go to worker processes in
+chunks, at most a few chunks ahead of the consumer, so memory does not grow with the file
+and a message's Date is never far from the moment it is sent.
+
+Workers start from a fork server (not by forking this process, which may hold threads: the
+embedded server, the progress bar) and ignore Ctrl-C, which the parent handles. If a worker
+dies, the chunks it held are built here instead: building is pure, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import sys
+import types
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from batchmail.campaign import Campaign
+from batchmail.errors import CampaignError, Problem
+from batchmail.outcomes import ComposedMessage
+from batchmail.recipients import Recipient
+
+if TYPE_CHECKING:
+    from batchmail.check import MessageFactory
+
+PARALLEL_AFTER = 1_000  # rows built here before workers start; most campaigns stay below
+CHUNK_BYTES = 1 << 20  # aim for about a megabyte of messages per chunk
+MAX_CHUNK = 256
+CHUNKS_AHEAD_PER_WORKER = 2
+
+# A row's result: its message, or the problems that keep it from being one. With
+# ``keep_bytes=False`` (a check) a good row's result is None: nothing to carry back.
+Built = ComposedMessage | tuple[Problem, ...] | None
+
+
+def worker_count() -> int:
+    """Cores this process may use; 1 means build everything here."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def build_all(
+    campaign: Campaign,
+    recipients: Iterable[Recipient],
+    date: Callable[[], datetime],
+    *,
+    keep_bytes: bool = True,
+    workers: int | None = None,
+    parallel_after: int | None = None,
+) -> Iterator[tuple[Recipient, Built]]:
+    """Each recipient with its built message (or problems), in the order given."""
+    from batchmail.check import MessageFactory
+
+    factory = MessageFactory.prepare(campaign)
+    workers = worker_count() if workers is None else workers
+    first = PARALLEL_AFTER if parallel_after is None else parallel_after
+    rows = iter(recipients)
+    for count, recipient in enumerate(rows, 1):
+        yield recipient, _build(factory, recipient, date(), keep_bytes)
+        if count >= first and workers > 1:
+            break
+    else:
+        return
+    yield from _Pool(campaign, factory, workers, keep_bytes).build(rows, date)
+
+
+def _build(
+    factory: MessageFactory, recipient: Recipient, date: datetime, keep_bytes: bool
+) -> Built:
+    try:
+        message = factory.build(recipient, date)
+    except CampaignError as exc:
+        return exc.problems
+    return message if keep_bytes else None
+
+
+class _Pool:
+    def __init__(
+        self, campaign: Campaign, factory: MessageFactory, workers: int, keep_bytes: bool
+    ) -> None:
+        self._campaign = campaign
+        self._factory = factory  # for chunks a dead worker left behind
+        self._workers = workers
+        self._keep_bytes = keep_bytes
+        self._chunk = 16  # grows to about CHUNK_BYTES once a message's size is known
+
+    def build(
+        self, rows: Iterator[Recipient], date: Callable[[], datetime]
+    ) -> Iterator[tuple[Recipient, Built]]:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["batchmail.build_pool", "batchmail.check"])
+        pending: deque[tuple[list[Recipient], Future[list[Built]] | None]] = deque()
+        executor = ProcessPoolExecutor(
+            self._workers, context, initializer=_start_worker, initargs=(self._campaign,)
+        )
+        broken = False
+        try:
+            while True:
+                while len(pending) < self._workers * CHUNKS_AHEAD_PER_WORKER:
+                    chunk = _take(rows, self._chunk)
+                    if not chunk:
+                        break
+                    future = None
+                    if not broken:
+                        try:
+                            with _main_script_hidden():
+                                future = executor.submit(
+                                    _build_chunk, chunk, date(), self._keep_bytes
+                                )
+                        except BrokenProcessPool:
+                            broken = True
+                    pending.append((chunk, future))
+                if not pending:
+                    return
+                chunk, future = pending.popleft()
+                results = None
+                if future is not None:
+                    try:
+                        results = future.result()
+                    except BrokenProcessPool:
+                        broken = True
+                if results is None:
+                    results = [_build(self._factory, r, date(), self._keep_bytes) for r in chunk]
+                self._resize(results)
+                yield from zip(chunk, results, strict=True)
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    def _resize(self, results: list[Built]) -> None:
+        sizes = [len(r.data) for r in results if isinstance(r, ComposedMessage)]
+        if sizes:
+            average = max(1, sum(sizes) // len(sizes))
+            self._chunk = max(1, min(MAX_CHUNK, CHUNK_BYTES // average))
+        elif not self._keep_bytes:
+            self._chunk = MAX_CHUNK  # a check carries nothing back
+
+
+@contextlib.contextmanager
+def _main_script_hidden() -> Iterator[None]:
+    """multiprocessing makes a new worker import the parent's main script again (its rule for
+    spawned processes). The workers need nothing from it, and a library user's script without
+    an ``if __name__ == "__main__"`` guard would run again in each of them: while workers
+    start (they start on submit), the main module is a stand-in with no file."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
+def _take(rows: Iterator[Recipient], count: int) -> list[Recipient]:
+    chunk = []
+    for recipient in rows:
+        chunk.append(recipient)
+        if len(chunk) >= count:
+            break
+    return chunk
+
+
+# --- in the worker process ------------------------------------------------------------------
+
+_worker_factory: MessageFactory | None = None
+
+
+def _start_worker(campaign: Campaign) -> None:
+    global _worker_factory
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    from batchmail.check import MessageFactory
+
+    _worker_factory = MessageFactory.prepare(campaign)
+
+
+def _build_chunk(chunk: list[Recipient], date: datetime, keep_bytes: bool) -> list[Built]:
+    assert _worker_factory is not None
+    return [_build(_worker_factory, recipient, date, keep_bytes) for recipient in chunk]

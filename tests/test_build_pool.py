@@ -1,0 +1,92 @@
+"""Messages built in worker processes are the ones this process would build, in CSV order,
+and problems keep their rows; a worker that dies costs nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from campaign_files import people, write_campaign
+
+from batchmail import build_pool
+from batchmail.build_pool import build_all
+from batchmail.campaign import load_campaign
+from batchmail.check import check_campaign
+from batchmail.outcomes import ComposedMessage
+from batchmail.recipients import read_recipients
+
+DATE = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)
+
+
+def campaign_with_bad_rows(tmp_path: Path, count: int, bad: set[int]) -> Path:
+    rows = people(count)
+    for number in bad:
+        rows[number - 1]["email"] = f"broken{number}@@example.org"  # not an address
+    html = "<p>Dear {{ name }}, é ü 王 {{ code }}</p>\n" + "x" * 300
+    return write_campaign(tmp_path, rows, smtp={"host": "127.0.0.1", "port": 2525}, html=html)
+
+
+def built(path: Path, **kwargs: int) -> list[tuple[int, object]]:
+    campaign = load_campaign(path)
+    results = build_all(campaign, read_recipients(campaign.recipients), lambda: DATE, **kwargs)
+    return [(recipient.row_number, result) for recipient, result in results]
+
+
+def test_workers_build_the_same_bytes_in_the_same_order(tmp_path: Path) -> None:
+    path = campaign_with_bad_rows(tmp_path, 400, bad={5, 250, 399})
+    here = built(path, workers=1)
+    pooled = built(path, workers=2, parallel_after=20)
+    assert [row for row, _ in pooled] == list(range(1, 401))
+    assert pooled == here
+    problems = [row for row, result in pooled if isinstance(result, tuple)]
+    assert problems == [5, 250, 399]
+    assert all(
+        isinstance(result, ComposedMessage) for row, result in pooled if row not in {5, 250, 399}
+    )
+
+
+def test_a_check_reports_problems_in_row_order_across_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = campaign_with_bad_rows(tmp_path, 300, bad={3, 150, 290})
+    csv = path.parent / "people.csv"
+    lines = csv.read_text().splitlines()
+    lines[101] += ",an extra field"  # row 101: a CSV problem, found here, not in a worker
+    csv.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(build_pool, "PARALLEL_AFTER", 10)
+    report = check_campaign(load_campaign(path))
+    assert report.rows == 300
+    wheres = [problem.where for problem in report.problems]
+    assert [where.split(",")[1].split()[1] for where in wheres] == ["3", "101", "150", "290"]
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_killed_workers_leave_nothing_unbuilt(tmp_path: Path) -> None:
+    path = campaign_with_bad_rows(tmp_path, 600, bad={450})
+    expected = built(path, workers=1)
+    campaign = load_campaign(path)
+    results = build_all(
+        campaign, read_recipients(campaign.recipients), lambda: DATE, workers=2, parallel_after=5
+    )
+    got = [next(results) for _ in range(40)]  # the pool is running now
+    workers = [worker for server in children(os.getpid()) for worker in children(server)]
+    assert workers, "no worker processes found"
+    for worker in workers:
+        os.kill(worker, signal.SIGKILL)
+    got.extend(results)
+    assert [(recipient.row_number, result) for recipient, result in got] == expected
