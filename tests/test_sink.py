@@ -139,3 +139,22 @@ def test_serve_runs_until_interrupted(tmp_path: Path) -> None:
             process.communicate()
     assert (process.returncode, out, err) == (0, "stopped\n", "")
     assert stored(maildir)[0].endswith(DATA)
+
+
+def test_embedded_sink_serves_pipelined_batches_exactly(tmp_path: Path) -> None:
+    maildir = tmp_path / "sink"
+    messages = [make_message(n, f"user{n}@example.com", body=f"Body {n}.\n") for n in range(40)]
+    config = SmtpConfig(host="", port=0, security="none", embedded=True)
+    with (
+        embedded_sink(maildir) as (host, port),
+        SmtpSession(config, host=host, port=port, window=16) as session,
+    ):
+        session.connect()
+        assert session.pipelining == "pipelining"
+        assert session.window == 16
+        outcomes = session.send_batch(messages[:16], lambda going: None)
+        outcomes += session.send_batch(messages[16:], lambda going: None)
+
+    assert [o.status for o in outcomes] == [Status.SENT] * 40
+    files = stored(maildir)
+    assert sorted(f.split(b"\r\n", 2)[2] for f in files) == sorted(m.data for m in messages)
