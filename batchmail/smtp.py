@@ -85,6 +85,10 @@ class SmtpSession:
             port if port is not None else config.port,
         )
         self._window = window
+        # After a connection dropped with a BDAT window unanswered (every message in it
+        # `unknown`), batches stay at most this big, doubling back with each batch that
+        # goes through: a flaky link then costs a few unknowns per drop, not a window.
+        self._ceiling: int | None = None
         self._debug = debug
         self._smtp: smtplib.SMTP | None = None
         self._used = False  # a transaction happened on this connection: RSET before the next
@@ -120,6 +124,10 @@ class SmtpSession:
         mode = self.pipelining
         if mode is None:
             return 1
+        size = self._configured_window(mode)
+        return min(size, self._ceiling) if self._ceiling else size
+
+    def _configured_window(self, mode: str) -> int:
         if self._window:
             return self._window
         return WINDOW_CHUNKING if mode == "chunking" else WINDOW_PIPELINING
@@ -169,7 +177,18 @@ class SmtpSession:
             raise
         if not result.usable:
             self._drop()
+        if chunking:
+            self._adapt_ceiling(len(window), result.outcomes)
         return result.outcomes
+
+    def _adapt_ceiling(self, size: int, outcomes: Sequence[Outcome]) -> None:
+        unknown = sum(outcome.status is Status.UNKNOWN for outcome in outcomes)
+        if unknown > 1:
+            self._ceiling = max(1, size // 4)
+        elif self._ceiling is not None and not unknown:
+            self._ceiling *= 2
+            if self._ceiling >= self._configured_window("chunking"):
+                self._ceiling = None
 
     def send(self, message: ComposedMessage, before_data: Callable[[], None]) -> Outcome:
         """One mail transaction. ``before_data`` is called just before the message data goes

@@ -345,6 +345,32 @@ def test_drop_with_a_full_bdat_window_in_flight(start_smtp_server: StartServer) 
     assert [m.message_id for m in server.handler.unacknowledged] == row_ids(3)
 
 
+def test_after_a_bdat_window_is_lost_batches_shrink_then_grow_back(
+    start_smtp_server: StartServer,
+) -> None:
+    server = start_smtp_server(DroppingHandler(), mode="chunking")
+    server.handler.drop_at = "end_of_data"  # type: ignore[attr-defined]
+    server.handler.drop_after = 2  # type: ignore[attr-defined]
+    session = session_for(server, Recorder())
+    messages = [make_message(n, f"user{n}@example.org") for n in range(1, 200)]
+    assert session.window == 32
+    first = session.send_batch(messages[:32], lambda going: None)
+    assert statuses(first) == [Status.SENT] * 2 + [Status.UNKNOWN] * 30
+    sizes = []
+    sent = 32
+    while sent < len(messages):
+        if not session.connected:
+            session.connect()
+        size = session.window
+        sizes.append(size)
+        outcomes = session.send_batch(messages[sent : sent + size], lambda going: None)
+        assert set(statuses(outcomes)) == {Status.SENT}
+        sent += size
+    assert sizes[:4] == [8, 16, 32, 32]  # a quarter of the lost window, then doubling back
+    received_at_most_once(server)
+    session.close()
+
+
 def test_drop_at_mail_mid_bdat_window_leaves_every_later_message_unknown(
     start_smtp_server: StartServer,
 ) -> None:
