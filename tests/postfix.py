@@ -2,9 +2,11 @@
 
     INSTALL                  the shell line that installs Postfix without starting its daemon
     missing() -> str | None  why these servers cannot run here (a pytest skip reason), or None
-    smtp_sink(fault=None)    context manager -> PostfixServer: Postfix's ``smtp-sink`` test
+    smtp_sink(fault=(), keep=True)
+                             context manager -> PostfixServer: Postfix's ``smtp-sink`` test
                              server; it offers PIPELINING, not CHUNKING (Postfix 3.7), and
-                             keeps every message in a dump file. ``fault``: extra smtp-sink
+                             keeps every message in a dump file (``keep=False``: discards
+                             them, as the benchmark wants). ``fault``: extra smtp-sink
                              options, e.g. ("-Q", "RCPT") = 421 and close at RCPT
     postfix_smtpd(access={}) context manager -> PostfixServer: Postfix itself (master, smtpd,
                              cleanup, qmgr) from its own configuration directory, delivering
@@ -85,13 +87,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def smtp_sink(fault: Sequence[str] = ()) -> Iterator[PostfixServer]:
+def smtp_sink(fault: Sequence[str] = (), keep: bool = True) -> Iterator[PostfixServer]:
     port = free_port()
     directory = Path(tempfile.mkdtemp(prefix="batchmail-smtp-sink-"))
     directory.chmod(0o777)  # written to by nobody, below
     dump = directory / "dump"
+    # -u: required when started as root (it drops to that user after binding the socket).
     user = ["-u", "nobody"] if os.geteuid() == 0 else []
-    command = [SMTP_SINK, *user, "-D", str(dump), *fault, f"{HOST}:{port}", "64"]
+    keeping = ["-D", str(dump)] if keep else []
+    command = [SMTP_SINK, *user, *keeping, *fault, f"{HOST}:{port}", "256"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_until_listening(port, process)
