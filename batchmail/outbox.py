@@ -18,7 +18,7 @@ from types import TracebackType
 
 from batchmail.errors import RunAborted
 from batchmail.outcomes import ComposedMessage, Outcome, Status
-from batchmail.transport import BeforeData, send_one_by_one
+from batchmail.transport import Answered, BeforeData, send_one_by_one
 
 MANIFEST_NAME = "manifest.csv"
 MANIFEST_HEADER = (
@@ -87,9 +87,12 @@ class Outbox:
         return 64  # no server to wait for: batches only save the runner's bookkeeping
 
     def send_batch(
-        self, messages: Sequence[ComposedMessage], before_data: BeforeData
+        self,
+        messages: Sequence[ComposedMessage],
+        before_data: BeforeData,
+        answered: Answered | None = None,
     ) -> list[Outcome]:
-        return send_one_by_one(self, messages, before_data)
+        return send_one_by_one(self, messages, before_data, answered)
 
     def send(self, message: ComposedMessage, before_data: Callable[[], None]) -> Outcome:
         """Write the message's bytes to their own file and list it in the manifest."""

@@ -29,7 +29,7 @@ from batchmail.smtp_envelope import Transaction, dot_stuff, transaction
 from batchmail.smtp_pipeline import Pipeline
 from batchmail.smtp_replies import LOST_AFTER_DATA, LOST_BEFORE_DATA, all_refused
 from batchmail.smtp_wire import Wire
-from batchmail.transport import BeforeData, send_one_by_one
+from batchmail.transport import Answered, BeforeData, send_one_by_one
 
 __all__ = [
     "LOST_AFTER_DATA",
@@ -133,7 +133,10 @@ class SmtpSession:
         return WINDOW_CHUNKING if mode == "chunking" else WINDOW_PIPELINING
 
     def send_batch(
-        self, messages: Sequence[ComposedMessage], before_data: BeforeData
+        self,
+        messages: Sequence[ComposedMessage],
+        before_data: BeforeData,
+        answered: Answered | None = None,
     ) -> list[Outcome]:
         """One outcome per message, in order; see ``transport.Transport``. Pipelined when the
         server offers it (``before_data`` then comes once per window with BDAT, once per
@@ -141,7 +144,7 @@ class SmtpSession:
         smtp = self._smtp
         mode = self.pipelining
         if smtp is None or smtp.sock is None or mode is None:
-            return send_one_by_one(self, messages, before_data)
+            return send_one_by_one(self, messages, before_data, answered)
         outcomes: list[Outcome | None] = []
         window: list[tuple[ComposedMessage, Transaction]] = []
         for message in messages:
@@ -149,7 +152,7 @@ class SmtpSession:
             outcomes.append(envelope if isinstance(envelope, Outcome) else None)
             if not isinstance(envelope, Outcome):
                 window.append((message, envelope))
-        pipelined = iter(self._pipeline(smtp, window, before_data, mode == "chunking"))
+        pipelined = iter(self._pipeline(smtp, window, before_data, answered, mode == "chunking"))
         return [outcome if outcome is not None else next(pipelined) for outcome in outcomes]
 
     def _pipeline(
@@ -157,6 +160,7 @@ class SmtpSession:
         smtp: smtplib.SMTP,
         window: list[tuple[ComposedMessage, Transaction]],
         before_data: BeforeData,
+        answered: Answered | None,
         chunking: bool,
     ) -> list[Outcome]:
         if not window:
@@ -171,7 +175,7 @@ class SmtpSession:
         )
         self._used = True
         try:
-            result = pipeline.run(window, before_data)
+            result = pipeline.run(window, before_data, answered)
         except BaseException:
             self._drop()  # mid-window: only closing the connection makes the server forget it
             raise

@@ -20,7 +20,7 @@ from batchmail.outcomes import ComposedMessage, Outcome
 from batchmail.smtp_envelope import Transaction, crlf_lines, dot_stuff
 from batchmail.smtp_replies import ProtocolError, Reply, Sent, TransactionReplies
 from batchmail.smtp_wire import Wire, WireLost
-from batchmail.transport import BeforeData
+from batchmail.transport import Answered, BeforeData
 
 
 @dataclass
@@ -67,7 +67,10 @@ class Pipeline:
         self._closing = False  # the server said 421: send nothing more, hear what it says
 
     def run(
-        self, window: Sequence[tuple[ComposedMessage, Transaction]], before_data: BeforeData
+        self,
+        window: Sequence[tuple[ComposedMessage, Transaction]],
+        before_data: BeforeData,
+        answered: Answered | None = None,
     ) -> WindowResult:
         entries = [
             Entry(
@@ -91,7 +94,7 @@ class Pipeline:
         elif self._chunking:
             self._send_chunked(entries, before_data)
         else:
-            self._send_with_data(entries, before_data)
+            self._send_with_data(entries, before_data, answered)
         # The first transaction counts as tried whatever happened: it pays for a connection
         # that broke at once, so that the runner's free retries of "never sent" messages
         # always make progress.
@@ -117,13 +120,19 @@ class Pipeline:
             self._awaiting.append((entry, self._wire.queued))  # answered after the chunk
             yield
 
-    def _send_with_data(self, entries: list[Entry], before_data: BeforeData) -> None:
+    def _send_with_data(
+        self, entries: list[Entry], before_data: BeforeData, answered: Answered | None
+    ) -> None:
         self._envelope(entries[0])
         self._command(entries[0], "DATA")
         self._exchange()
         for index, entry in enumerate(entries):
             if self._lost is not None or self._broken:
                 return  # the rest were never sent: NOT_SENT, and the runner retries them
+            if answered is not None and index > 0:
+                # Every reply up to here was read, the previous message's verdict included.
+                done = entries[index - 1]
+                answered(done.message, done.replies.outcome(done.sent))
             if entry.replies.go_ahead:
                 self._data(entry, before_data)
             if index + 1 < len(entries):

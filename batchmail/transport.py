@@ -4,6 +4,9 @@ A transport takes a batch of messages and returns one ``Outcome`` per message, i
 ``before_data(messages)`` is called with the messages whose data is about to go out, before
 the first byte of it does (the runner marks them in flight in the journal there); a
 transport that pipelines calls it once per window, one that doesn't, once per message.
+``answered(message, outcome)``, when given, is called as soon as a message's outcome is final,
+before the next ``before_data``: the runner journals those outcomes in the same transaction as
+the next in-flight mark, so a kill mid-batch leaves only the unanswered messages unknown.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Protocol
 from batchmail.outcomes import ComposedMessage, Outcome, Status
 
 BeforeData = Callable[[Sequence[ComposedMessage]], None]
+Answered = Callable[[ComposedMessage, Outcome], None]
 
 NOT_SENT = "connection lost before the message was sent"
 
@@ -30,7 +34,10 @@ class Transport(Protocol):
     def connect(self) -> None: ...
 
     def send_batch(
-        self, messages: Sequence[ComposedMessage], before_data: BeforeData
+        self,
+        messages: Sequence[ComposedMessage],
+        before_data: BeforeData,
+        answered: Answered | None = None,
     ) -> list[Outcome]: ...
 
     def close(self) -> None: ...
@@ -44,7 +51,10 @@ class SendsOneByOne(Protocol):
 
 
 def send_one_by_one(
-    transport: SendsOneByOne, messages: Sequence[ComposedMessage], before_data: BeforeData
+    transport: SendsOneByOne,
+    messages: Sequence[ComposedMessage],
+    before_data: BeforeData,
+    answered: Answered | None = None,
 ) -> list[Outcome]:
     """A batch as consecutive single transactions. Once the connection is lost, the rest of
     the batch is DEFERRED (transient: nothing of it went out) for the runner to retry."""
@@ -53,5 +63,8 @@ def send_one_by_one(
         if not transport.connected:
             outcomes.append(Outcome(Status.DEFERRED, None, NOT_SENT, transient=True))
             continue
-        outcomes.append(transport.send(message, lambda m=message: before_data((m,))))
+        outcome = transport.send(message, lambda m=message: before_data((m,)))
+        outcomes.append(outcome)
+        if answered is not None:
+            answered(message, outcome)
     return outcomes

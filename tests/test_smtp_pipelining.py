@@ -326,6 +326,32 @@ def test_a_354_with_no_recipient_accepted_gets_an_empty_message(
     assert [m.data for m in server.messages] == [b"", make_message(2).data]  # the empty one
 
 
+def test_each_verdict_is_handed_over_before_the_next_data_goes(
+    start_smtp_server: StartServer,
+) -> None:
+    # The runner journals these with the next in-flight mark: a kill mid-window then leaves
+    # only the message whose data is out unknown, not every message answered so far.
+    server = start_smtp_server(RefusingHandler(), mode="pipelining")
+    messages = batch(6, **{"2": "refuse-a@example.org", "5": "refuse-b@example.org"})
+    answered: list[tuple[ComposedMessage, Outcome]] = []
+    seen_at_data: list[tuple[int, list[int]]] = []
+
+    def before_data(going: Sequence[ComposedMessage]) -> None:
+        (message,) = going
+        seen_at_data.append((message.row_number, [m.row_number for m, _ in answered]))
+
+    with session_for(server, Recorder()) as session:
+        outcomes = session.send_batch(
+            messages, before_data, lambda message, outcome: answered.append((message, outcome))
+        )
+    assert seen_at_data == [(1, []), (3, [1, 2]), (4, [1, 2, 3]), (6, [1, 2, 3, 4, 5])]
+    assert answered == list(zip(messages[:5], outcomes[:5], strict=True))
+    assert statuses(outcomes) == [Status.SENT, Status.FAILED, Status.SENT, Status.SENT] + [
+        Status.FAILED,
+        Status.SENT,
+    ]
+
+
 # --- the connection lost inside a window --------------------------------------------------------
 
 
