@@ -18,7 +18,7 @@ from batchmail.campaign import load_campaign
 from batchmail.check import require_valid
 from batchmail.outcomes import ComposedMessage, Outcome, Status
 from batchmail.runner import Runner
-from batchmail.transport import BeforeData
+from batchmail.transport import Answered, BeforeData
 
 
 class Discard:
@@ -31,7 +31,10 @@ class Discard:
         self.connected = True
 
     def send_batch(
-        self, messages: Sequence[ComposedMessage], before_data: BeforeData
+        self,
+        messages: Sequence[ComposedMessage],
+        before_data: BeforeData,
+        answered: Answered | None = None,
     ) -> list[Outcome]:
         before_data(messages)
         return [Outcome(Status.SENT, 250, "discarded") for _ in messages]
