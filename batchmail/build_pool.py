@@ -16,8 +16,11 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import select
 import signal
 import sys
+import threading
+import time
 import types
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -104,7 +107,10 @@ class _Pool:
         context.set_forkserver_preload(["batchmail.build_pool", "batchmail.check"])
         pending: deque[tuple[list[Recipient], Future[list[Built]] | None]] = deque()
         executor = ProcessPoolExecutor(
-            self._workers, context, initializer=_start_worker, initargs=(self._campaign,)
+            self._workers,
+            context,
+            initializer=_start_worker,
+            initargs=(self._campaign, os.getpid()),
         )
         broken = False
         try:
@@ -176,12 +182,37 @@ def _take(rows: Iterator[Recipient], count: int) -> list[Recipient]:
 _worker_factory: MessageFactory | None = None
 
 
-def _start_worker(campaign: Campaign) -> None:
+def _start_worker(campaign: Campaign, parent: int) -> None:
     global _worker_factory
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
     from batchmail.check import MessageFactory
 
     _worker_factory = MessageFactory.prepare(campaign)
+
+
+def _exit_with(parent: int) -> None:
+    """Exit when the parent does. A worker waits on its task queue, whose write end every
+    worker holds too, so a parent killed by SIGKILL would leave it (and the fork server)
+    waiting forever."""
+    try:
+        handle = os.pidfd_open(parent)
+    except (AttributeError, OSError):  # no pidfd here, or the parent is gone already
+        while _alive(parent):
+            time.sleep(1)
+    else:
+        select.select([handle], [], [])  # readable once the parent has exited
+    os._exit(0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process now has that number
+        return False
+    return True
 
 
 def _build_chunk(chunk: list[Recipient], date: datetime, keep_bytes: bool) -> list[Built]:

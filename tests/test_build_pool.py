@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -90,3 +93,46 @@ def test_killed_workers_leave_nothing_unbuilt(tmp_path: Path) -> None:
         os.kill(worker, signal.SIGKILL)
     got.extend(results)
     assert [(recipient.row_number, result) for recipient, result in got] == expected
+
+
+HOLD_THE_POOL = """
+import sys, time
+from datetime import UTC, datetime
+from batchmail.build_pool import build_all
+from batchmail.campaign import load_campaign
+from batchmail.recipients import read_recipients
+campaign = load_campaign(sys.argv[1])
+results = build_all(campaign, read_recipients(campaign.recipients),
+                    lambda: datetime.now(UTC), workers=2, parallel_after=5)
+for _ in range(40):
+    next(results)
+print("pool running", flush=True)
+time.sleep(60)
+"""
+
+
+def test_workers_go_when_their_parent_is_killed(tmp_path: Path) -> None:
+    path = campaign_with_bad_rows(tmp_path, 2000, bad=set())
+    parent = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_POOL, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None and parent.stdout.readline() == "pool running\n"
+        helpers = children(parent.pid)  # the fork server (and multiprocessing's tracker)
+        workers = [worker for helper in helpers for worker in children(helper)]
+        assert workers, "no worker processes found"
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(alive(pid) for pid in helpers + workers):
+        time.sleep(0.1)
+    assert not [pid for pid in helpers + workers if alive(pid)]
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent has not collected it
