@@ -7,6 +7,7 @@ per run: ``AttachmentPart`` keeps the part and, for the fast path, its serialize
 
 from __future__ import annotations
 
+import hashlib
 import mimetypes
 import os.path
 from dataclasses import dataclass
@@ -27,13 +28,40 @@ class AttachmentPart:
 
     part: MIMEPart
     wire: bytes
+    content_id: str = ""  # an inline image's Content-ID, without the angle brackets
 
 
 def read_part(path: Path, filename: str) -> AttachmentPart | str:
     """The attachment for ``path``, named ``filename``, or why it cannot be made."""
+    content = _read(path, filename)
+    if isinstance(content, str):
+        return content
+    content_type, encoding = mimetypes.guess_type(filename)
+    if encoding:  # e.g. .tar.gz: what is sent is the compressed file
+        content_type = _COMPRESSED_TYPES.get(encoding)
+    maintype, subtype = (content_type or "application/octet-stream").split("/", 1)
+    return _part(path, content, maintype, subtype, filename, "attachment", None)
+
+
+def read_inline_image(path: Path, filename: str) -> AttachmentPart | str:
+    """The inline image for ``path`` (Content-Disposition: inline, a Content-ID derived
+    from its bytes, so the same image has the same Content-ID in every message), or why
+    it cannot be made."""
+    content_type, encoding = mimetypes.guess_type(filename)
+    if encoding or not content_type or not content_type.startswith("image/"):
+        return f"{filename!r} is not an image (by its name: .png, .jpg, .gif, .svg...)"
+    content = _read(path, filename)
+    if isinstance(content, str):
+        return content
+    content_id = f"{hashlib.sha256(content).hexdigest()[:32]}@batchmail"
+    maintype, subtype = content_type.split("/", 1)
+    return _part(path, content, maintype, subtype, filename, "inline", content_id)
+
+
+def _read(path: Path, filename: str) -> bytes | str:
     try:
         check_header_value("attachment file name", filename)
-        content = path.read_bytes()
+        return path.read_bytes()
     except HeaderError as exc:
         return str(exc)
     except FileNotFoundError:
@@ -42,20 +70,30 @@ def read_part(path: Path, filename: str) -> AttachmentPart | str:
         return f"{path} is a directory, not a file"
     except OSError as exc:
         return f"cannot read {path}: {exc.strerror}"
-    content_type, encoding = mimetypes.guess_type(filename)
-    if encoding:  # e.g. .tar.gz: what is sent is the compressed file
-        content_type = _COMPRESSED_TYPES.get(encoding)
-    maintype, subtype = (content_type or "application/octet-stream").split("/", 1)
+
+
+def _part(
+    path: Path,
+    content: bytes,
+    maintype: str,
+    subtype: str,
+    filename: str,
+    disposition: str,
+    content_id: str | None,
+) -> AttachmentPart | str:
     part = MIMEPart(policy=POLICY)
     # Bytes content: always base64, so the part can never contain a MIME boundary.
-    part.set_content(content, maintype, subtype, disposition="attachment", filename=filename)
+    cid = f"<{content_id}>" if content_id else None
+    part.set_content(
+        content, maintype, subtype, disposition=disposition, filename=filename, cid=cid
+    )
     # A multipart's generator writes each part with a clone of itself: as_bytes with the
     # same policy gives the same bytes.
     wire = part.as_bytes(policy=POLICY)
     trouble = wire_problem(wire)
     if trouble:  # base64 in 76-character lines: not expected, but never sent unchecked
         return f"cannot encode {path}: {trouble}"
-    return AttachmentPart(part, wire)
+    return AttachmentPart(part, wire, content_id or "")
 
 
 def allowed_roots(directory: Path, source: str) -> tuple[Path, ...]:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from batchmail.errors import CampaignError
-from batchmail.yaml_fields import MISSING, FieldReader
+from batchmail.unsubscribe import mailto_problem
+from batchmail.yaml_fields import MISSING, FieldReader, describe
 from batchmail.yaml_lines import read_yaml
 
 Security = Literal["starttls", "tls", "none"]
@@ -30,6 +31,8 @@ class SmtpConfig:
     username: str | None = None
     password_env: str | None = None
     password_command: str | None = None
+    # OAuth2 (AUTH XOAUTH2): the access token is this command's first line of output.
+    oauth2_token_command: str | None = None
     timeout: float = 30.0
     # RFC 5321 4.5.3.2.6: wait long for the reply to the end of data, so a slow
     # server does not turn a delivered message into a retried one.
@@ -38,6 +41,12 @@ class SmtpConfig:
     insecure_auth: bool = False
     # ``smtp: embedded``: the in-process aiosmtpd sink; host/port are chosen at run time.
     embedded: bool = False
+    # Several sender accounts (``smtp`` as a list): which From addresses this one sends,
+    # as globs or exact addresses (case-insensitive); () takes every From.
+    match: tuple[str, ...] = ()
+    daily_limit: int | None = None  # None: send.daily_limit
+    rate: float | None = None  # None: send.rate
+    key_path: str = "smtp"  # how messages name it: "smtp", or "smtp[1]" in a list
 
 
 @dataclass(frozen=True)
@@ -60,8 +69,19 @@ class MessageConfig:
     reply_to: str = ""
     text: Path | None = None  # template file
     html: Path | None = None  # template file
+    markdown: Path | None = None  # template file: Markdown, for the HTML (and text) part
+    inline_css: bool = True  # move <style> rules into style attributes of the HTML part
     attachments: tuple[str, ...] = ()  # path templates, relative to the campaign directory
     headers: tuple[tuple[str, str], ...] = ()  # (name, value template)
+    unsubscribe: UnsubscribeConfig | None = None  # List-Unsubscribe (RFC 2369, RFC 8058)
+
+
+@dataclass(frozen=True)
+class UnsubscribeConfig:
+    """``message.unsubscribe``: the one-click HTTPS URL (a template) and a mailto address."""
+
+    url: str  # a Jinja2 template; must render to an https:// URL
+    mailto: str = ""  # one address, validated at load time; "" for none
 
 
 @dataclass(frozen=True)
@@ -86,6 +106,13 @@ class Campaign:
     send: SendConfig
     # key path ("message.subject") -> 1-based line in the campaign file, for error messages
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, hash=False)
+    # Every sender account in order (``smtp`` is the first); () in a Campaign built by hand.
+    accounts: tuple[SmtpConfig, ...] = ()
+
+    @property
+    def smtp_accounts(self) -> tuple[SmtpConfig, ...]:
+        """The sender accounts: several when ``smtp`` is a list, else just ``smtp``."""
+        return self.accounts or (self.smtp,)
 
     @property
     def directory(self) -> Path:
@@ -129,10 +156,15 @@ KEYS: dict[str, frozenset[str]] = {
             "username",
             "password_env",
             "password_command",
+            "oauth2_token_command",
             "timeout",
             "data_timeout",
             "ca_file",
             "insecure_auth",
+            # only meaningful for one of several accounts (smtp as a list), allowed in both
+            "match",
+            "daily_limit",
+            "rate",
         }
     ),
     "recipients": frozenset({"file", "encoding", "key", "exclude"}),
@@ -146,8 +178,11 @@ KEYS: dict[str, frozenset[str]] = {
             "subject",
             "text",
             "html",
+            "markdown",
+            "inline_css",
             "attachments",
             "headers",
+            "unsubscribe",
         }
     ),
     "send": frozenset(
@@ -163,6 +198,9 @@ KEYS: dict[str, frozenset[str]] = {
         }
     ),
 }
+
+# The keys of ``message.unsubscribe`` (a mapping inside a section).
+UNSUBSCRIBE_KEYS = frozenset({"url", "mailto"})
 
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -190,50 +228,113 @@ class _Reader(FieldReader):
         if self.problems or None in (smtp, recipients, message, send):
             return None
         assert smtp and recipients and message and send
-        return Campaign(self.path, name, smtp, recipients, message, send, dict(self.lines))
+        return Campaign(self.path, name, smtp[0], recipients, message, send, dict(self.lines), smtp)
 
-    def smtp(self, value: Any) -> SmtpConfig | None:
+    def smtp(self, value: Any) -> tuple[SmtpConfig, ...] | None:
+        """One account (a mapping, or `embedded`), or several (a list of mappings)."""
         if value is MISSING or value is None:
             self.problem(
-                "smtp", "missing (a server mapping, or `embedded` for the built-in test server)"
+                "smtp",
+                "missing (a server mapping, a list of them, or `embedded` for the "
+                "built-in test server)",
             )
             return None
         if value == "embedded":
-            return SmtpConfig(host="127.0.0.1", port=0, security="none", embedded=True)
-        values = self.section(value, "smtp", KEYS["smtp"])
+            return (SmtpConfig(host="127.0.0.1", port=0, security="none", embedded=True),)
+        if not isinstance(value, list):
+            account = self.smtp_account(value, "smtp")
+            return (account,) if account else None
+        if not value:
+            self.problem("smtp", "an empty list: give at least one account")
+            return None
+        accounts = [self.smtp_account(item, f"smtp[{index}]") for index, item in enumerate(value)]
+        for account in accounts[:-1]:
+            if account is not None and not account.match:
+                self.problem(
+                    f"{account.key_path}.match",
+                    "missing: every account but the last needs `match` (an account without "
+                    "it takes every message, so the ones after it would never be used)",
+                    self.lines.get(account.key_path),
+                )
+        if any(account is None for account in accounts):
+            return None
+        return tuple(account for account in accounts if account is not None)
+
+    def smtp_account(self, value: Any, key_path: str) -> SmtpConfig | None:
+        values = self.section(value, key_path, KEYS["smtp"])
         if values is None:
             return None
-        host = self.string(values, "smtp.host")
-        security = self.string(values, "smtp.security", default="starttls")
+        host = self.string(values, f"{key_path}.host")
+        security = self.string(values, f"{key_path}.security", default="starttls")
         if security not in DEFAULT_PORTS:
-            self.problem("smtp.security", f"expected starttls, tls or none, got {security!r}")
+            self.problem(
+                f"{key_path}.security", f"expected starttls, tls or none, got {security!r}"
+            )
             security = "starttls"
-        port = self.integer(values, "smtp.port", DEFAULT_PORTS[security], 1, 65535)
-        username = self.string(values, "smtp.username", default=None) or None
-        password_env = self.string(values, "smtp.password_env", default=None) or None
-        password_command = self.string(values, "smtp.password_command", default=None) or None
-        if password_env and password_command:
-            self.problem("smtp.password_command", "give password_env or password_command, not both")
-        insecure_auth = self.boolean(values, "smtp.insecure_auth", False)
+        port = self.integer(values, f"{key_path}.port", DEFAULT_PORTS[security], 1, 65535)
+        username = self.string(values, f"{key_path}.username", default=None) or None
+        sources = {
+            key: self.string(values, f"{key_path}.{key}", default=None) or None
+            for key in ("password_env", "password_command", "oauth2_token_command")
+        }
+        given = [key for key, source in sources.items() if source]
+        if len(given) > 1:
+            self.problem(
+                f"{key_path}.{given[-1]}",
+                f"give only one of password_env, password_command and oauth2_token_command "
+                f"(found {' and '.join(given)})",
+            )
+        if sources["oauth2_token_command"] and not username:
+            self.problem(
+                f"{key_path}.oauth2_token_command",
+                f"needs {key_path}.username: the account the token is for (AUTH XOAUTH2)",
+            )
+        insecure_auth = self.boolean(values, f"{key_path}.insecure_auth", False)
         if username and security == "none" and not insecure_auth:
             self.problem(
-                "smtp.username",
-                "refusing to send a password over an unencrypted "
+                f"{key_path}.username",
+                "refusing to send a password or token over an unencrypted "
                 "connection (security: none); use starttls or tls, or set "
                 "`insecure_auth: true` for a trusted local relay",
             )
+        daily_limit = values.get("daily_limit")
+        rate = values.get("rate")
         return SmtpConfig(
             host=host if host is not MISSING else "",
             port=port,
             security=security,
             username=username,
-            password_env=password_env,
-            password_command=password_command,
-            timeout=self.number(values, "smtp.timeout", 30.0, positive=True),
-            data_timeout=self.number(values, "smtp.data_timeout", 600.0, positive=True),
-            ca_file=self.file(values, "smtp.ca_file", required=False),
+            password_env=sources["password_env"],
+            password_command=sources["password_command"],
+            oauth2_token_command=sources["oauth2_token_command"],
+            timeout=self.number(values, f"{key_path}.timeout", 30.0, positive=True),
+            data_timeout=self.number(values, f"{key_path}.data_timeout", 600.0, positive=True),
+            ca_file=self.file(values, f"{key_path}.ca_file", required=False),
             insecure_auth=insecure_auth,
+            match=self.sender_patterns(values.get("match"), f"{key_path}.match"),
+            daily_limit=None
+            if daily_limit is None
+            else self.integer(values, f"{key_path}.daily_limit", 0),
+            rate=None if rate is None else self.number(values, f"{key_path}.rate", 0.0),
+            key_path=key_path,
         )
+
+    def sender_patterns(self, value: Any, key_path: str) -> tuple[str, ...]:
+        """``match``: an address or a glob on it (``*@sales.example.com``), or a list of them."""
+        if value is None:
+            return ()
+        items = value if isinstance(value, list) else [value]
+        patterns: list[str] = []
+        for item in items:
+            if not isinstance(item, str) or not ("@" in item.strip() or item.strip() == "*"):
+                self.problem(
+                    key_path,
+                    f'expected a From address or a pattern such as "*@sales.example.com", '
+                    f"or a list of them; got {describe(item)}",
+                )
+            else:
+                patterns.append(item.strip())
+        return tuple(patterns)
 
     def recipients(self, value: Any) -> RecipientsConfig | None:
         if value is MISSING or value is None:
@@ -285,11 +386,19 @@ class _Reader(FieldReader):
         subject = self.string(values, "message.subject")
         text = self.file(values, "message.text", required=False)
         html = self.file(values, "message.html", required=False)
-        if values.get("text") in (None, "") and values.get("html") in (None, ""):
+        markdown = self.file(values, "message.markdown", required=False)
+        given = {key for key in ("text", "html", "markdown") if values.get(key) not in (None, "")}
+        if not given:
             self.problem(
                 "message",
-                "needs a `text` or an `html` template (or both)",
+                "needs a `text` or an `html` template (or both), or a `markdown` one",
                 self.lines.get("message"),
+            )
+        if {"html", "markdown"} <= given:
+            self.problem(
+                "message.markdown",
+                "give `markdown` or `html`, not both: the HTML part is made from the "
+                "Markdown template",
             )
         return MessageConfig(
             from_=from_ if from_ is not MISSING else "",
@@ -300,9 +409,33 @@ class _Reader(FieldReader):
             reply_to=self.string(values, "message.reply_to", default=""),
             text=text,
             html=html,
+            markdown=markdown,
+            inline_css=self.boolean(values, "message.inline_css", True),
             attachments=self.attachments(values.get("attachments")),
             headers=self.headers(values.get("headers")),
+            unsubscribe=self.unsubscribe(values.get("unsubscribe")),
         )
+
+    def unsubscribe(self, value: Any) -> UnsubscribeConfig | None:
+        if value is None:
+            return None
+        values = self.section(value, "message.unsubscribe", UNSUBSCRIBE_KEYS)
+        if values is None:
+            return None
+        url = self.string(values, "message.unsubscribe.url", default="")
+        if not url.strip():
+            self.problem(
+                "message.unsubscribe.url",
+                "missing: one-click unsubscribe (RFC 8058) needs an https:// URL "
+                '(e.g. "https://example.org/u/{{ token }}")',
+                self.lines.get("message.unsubscribe"),
+            )
+        mailto = self.string(values, "message.unsubscribe.mailto", default="")
+        if mailto:
+            trouble = mailto_problem(mailto)
+            if trouble:
+                self.problem("message.unsubscribe.mailto", trouble)
+        return UnsubscribeConfig(url, mailto)
 
     def attachments(self, value: Any) -> tuple[str, ...]:
         if value is None:

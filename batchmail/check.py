@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import heapq
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from batchmail.accounts import sender_check
 from batchmail.campaign import Campaign
 from batchmail.compose import Composer
 from batchmail.errors import CampaignError, Problem
@@ -18,6 +21,7 @@ from batchmail.render import Renderer
 class CheckReport:
     rows: int  # data rows read, good and bad
     problems: tuple[Problem, ...]
+    warnings: tuple[Problem, ...] = ()  # worth knowing, not stopping for
 
     @property
     def ok(self) -> bool:
@@ -27,14 +31,20 @@ class CheckReport:
 class MessageFactory:
     """Renders and composes one recipient's message; templates compiled once per run."""
 
-    def __init__(self, renderer: Renderer, composer: Composer) -> None:
+    def __init__(
+        self,
+        renderer: Renderer,
+        composer: Composer,
+        check_sender: Callable[[ComposedMessage], None] | None = None,
+    ) -> None:
         self._renderer = renderer
         self._composer = composer
+        self._check_sender = check_sender  # raises for a From no sender account takes
 
     @classmethod
     def prepare(cls, campaign: Campaign) -> MessageFactory:
         renderer = Renderer.compile(campaign)
-        return cls(renderer, Composer.prepare(campaign, renderer))
+        return cls(renderer, Composer.prepare(campaign, renderer), sender_check(campaign))
 
     def build(
         self, recipient: Recipient, date: datetime | None = None, subject_prefix: str = ""
@@ -43,25 +53,41 @@ class MessageFactory:
         rendered = self._renderer.render(recipient)
         if subject_prefix:
             rendered = dataclasses.replace(rendered, subject=subject_prefix + rendered.subject)
-        return self._composer.compose(recipient, rendered, date=date)
+        message = self._composer.compose(recipient, rendered, date=date)
+        if self._check_sender is not None:
+            self._check_sender(message)
+        return message
 
 
 def check_campaign(campaign: Campaign) -> CheckReport:
     """Everything `run` would do short of contacting a server, for every row."""
-    factory = MessageFactory.prepare(campaign)  # template problems raise CampaignError
-    problems: list[Problem] = []
+    from batchmail.build_pool import build_all  # it builds with MessageFactory, from here
+
     rows = 0
+    csv_problems: list[tuple[int, tuple[Problem, ...]]] = []
+
+    def readable() -> Iterator[Recipient]:
+        nonlocal rows
+        for row in read_rows(campaign.recipients):
+            rows += 1
+            if row.recipient is None:
+                csv_problems.append((row.row_number, row.problems))
+            else:
+                yield row.recipient
+
     # One fixed date: the check is about content, and this keeps it deterministic.
+    # Template problems raise CampaignError before the first row is read.
     date = datetime(2000, 1, 1, tzinfo=UTC)
-    for row in read_rows(campaign.recipients):
-        rows += 1
-        if row.recipient is None:
-            problems.extend(row.problems)
-            continue
-        try:
-            factory.build(row.recipient, date)
-        except CampaignError as exc:
-            problems.extend(exc.problems)
+    built_problems = [
+        (recipient.row_number, built)
+        for recipient, built in build_all(campaign, readable(), lambda: date, keep_bytes=False)
+        if isinstance(built, tuple)
+    ]
+    problems = [
+        problem
+        for _, row_problems in heapq.merge(csv_problems, built_problems, key=lambda p: p[0])
+        for problem in row_problems
+    ]
     if rows == 0:
         problems.append(
             Problem(
@@ -69,7 +95,7 @@ def check_campaign(campaign: Campaign) -> CheckReport:
                 "no recipients: the file has a header row but no data rows",
             )
         )
-    return CheckReport(rows, tuple(problems))
+    return CheckReport(rows, tuple(problems), tuple(campaign_warnings(campaign, rows)))
 
 
 def require_valid(campaign: Campaign) -> int:
@@ -78,3 +104,40 @@ def require_valid(campaign: Campaign) -> int:
     if not report.ok:
         raise CampaignError(report.problems)
     return report.rows
+
+
+# Past this many recipients a campaign is bulk mail: Gmail and Yahoo want one-click
+# unsubscribe (RFC 8058) from bulk senders.
+BULK_RECIPIENTS = 1_000
+
+
+def campaign_warnings(campaign: Campaign, recipients: int, exact: bool = True) -> list[Problem]:
+    """What is worth a warning in a campaign of ``recipients`` rows (never an error);
+    ``exact=False``: the rows were counted only as far as the warnings need."""
+    if recipients > BULK_RECIPIENTS and campaign.message.unsubscribe is None:
+        count = f" ({recipients:,})" if exact else ""
+        return [
+            Problem(
+                campaign.where("message"),
+                f"more than {BULK_RECIPIENTS:,} recipients{count} and no `unsubscribe`: "
+                "Gmail and Yahoo require one-click unsubscribe (RFC 8058) from bulk senders "
+                "and may refuse or spam-folder this mail; add "
+                '`unsubscribe: {url: "https://..."}` under message',
+            )
+        ]
+    return []
+
+
+def run_warnings(campaign: Campaign) -> list[Problem]:
+    """``campaign_warnings`` before a run, reading no more of the CSV than they need."""
+    if campaign.message.unsubscribe is not None:
+        return []
+    rows = 0
+    try:
+        for _ in read_rows(campaign.recipients):
+            rows += 1
+            if rows > BULK_RECIPIENTS:
+                break
+    except CampaignError:
+        return []  # the run's own check reports it
+    return campaign_warnings(campaign, rows, exact=False)

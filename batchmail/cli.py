@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from typing import TextIO
 
 from batchmail import __version__
 from batchmail.campaign import Campaign, load_campaign
-from batchmail.check import MessageFactory, check_campaign
+from batchmail.check import MessageFactory, check_campaign, run_warnings
 from batchmail.delivery import RunResult, dry_run, send, test_send
 from batchmail.errors import BatchmailError, CampaignError, Problem
 from batchmail.journal import Journal
@@ -36,6 +37,7 @@ from batchmail.runner import select_resendable
 from batchmail.suppression import write_addresses
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT, EXIT_ABORTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_BROKEN_PIPE = 141  # as a shell reports a process ended by SIGPIPE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -51,6 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`batchmail status x | head`): nothing more to say to it, and
+        # Python must not complain at exit while flushing what is left for it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -195,6 +202,7 @@ def _parser() -> argparse.ArgumentParser:
 def _check(args: argparse.Namespace) -> int:
     campaign = load_campaign(args.campaign)
     report = check_campaign(campaign)
+    _print_warnings(report.warnings)
     if not report.ok:
         raise CampaignError(report.problems)
     print(
@@ -223,6 +231,8 @@ def _preview(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     campaign = load_campaign(args.campaign)
+    if not args.quiet:
+        _print_warnings(run_warnings(campaign))
     progress = _BarProgress(args.quiet)
     if args.test_to is not None:
         if args.dry_run:
@@ -289,8 +299,7 @@ def _finish(campaign: Campaign, args: argparse.Namespace, result: RunResult, dry
     if result.summary.capped_until:
         when = result.summary.capped_until.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
         print(
-            f"{campaign.name}: daily limit of {campaign.send.daily_limit} messages reached; "
-            f"run again after {when} to carry on.",
+            f"{campaign.name}: {result.capped_by}; run again after {when} to carry on.",
             file=sys.stderr,
         )
     if result.all_sent:
@@ -382,6 +391,15 @@ def _init(args: argparse.Namespace) -> int:
 
 
 # --- output -----------------------------------------------------------------------------------
+
+
+def _print_warnings(warnings: Sequence[Problem]) -> None:
+    """Worth knowing, not stopping for: on stderr, one line each; the exit code is unchanged."""
+    if warnings:
+        count = len(warnings)
+        print(f"batchmail: {count} warning{'s' * (count != 1)}:", file=sys.stderr)
+        for warning in warnings:
+            print(f"  {warning}", file=sys.stderr)
 
 
 def _print_error(exc: BatchmailError) -> None:

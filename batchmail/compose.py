@@ -20,10 +20,19 @@ import hashlib
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from functools import lru_cache
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from batchmail import mime_fast
-from batchmail.attachments import AttachmentPart, allowed_roots, confined_path, read_part
+from batchmail.attachments import (
+    AttachmentPart,
+    allowed_roots,
+    confined_path,
+    read_inline_image,
+    read_part,
+)
+from batchmail.bodies import local_images, with_sources
 from batchmail.campaign import Campaign
 from batchmail.errors import CampaignError, Problem
 from batchmail.fields import (
@@ -33,6 +42,7 @@ from batchmail.fields import (
     listed,
     parse_addresses,
     unstructured,
+    unsubscribe_headers,
 )
 from batchmail.headers import Header, check_header_block
 from batchmail.mime_reference import Content, reference_bytes
@@ -59,6 +69,9 @@ class Composer:
         self._static_parts = static_parts
         self._attachment_roots = attachment_roots
         self._fast = fast
+        self._image_root = campaign.directory.resolve()
+        # Bounded: images that differ per row are read each time, memory stays flat.
+        self._read_image = lru_cache(maxsize=_IMAGE_CACHE)(_read_image)
 
     @property
     def uses_fast_path(self) -> bool:
@@ -98,10 +111,12 @@ class Composer:
         addresses = parse_addresses(rendered, row, problems)
         subject = unstructured("Subject", rendered.subject, f"{row}, message.subject", problems)
         extra = extra_headers(rendered, row, problems)
+        unsubscribe = unsubscribe_headers(self._campaign, rendered, row, problems)
         attachments = [
             self._attachment(index, path, row, problems)
             for index, path in enumerate(rendered.attachments)
         ]
+        html, images = self._inline_images(rendered.html, row, problems)
         if problems or subject is None:  # no subject: its problem is in problems
             raise CampaignError(problems)
         sender = addresses["from_"][0]
@@ -112,16 +127,18 @@ class Composer:
             Header("Date", date_value, "date"),
             Header("Message-ID", message_id, "message.from"),
             Header("MIME-Version", "1.0", "message"),
+            *unsubscribe,
             *extra,
         )
         utf8 = any(not a.addr_spec.isascii() for h in headers for a in listed(h))
         content = Content(
             headers,
             rendered.text,
-            rendered.html,
+            html,
             tuple(a for a in attachments if a is not None),
             message_id,
             utf8,
+            images,
         )
         data = self._bytes(content, row)
         recipients = addresses["to"] + addresses["cc"] + addresses["bcc"]
@@ -150,6 +167,36 @@ class Composer:
             raise CampaignError([Problem(row, trouble)])
         return data
 
+    def _inline_images(
+        self, html: str | None, row: str, problems: list[Problem]
+    ) -> tuple[str | None, tuple[AttachmentPart, ...]]:
+        """The HTML with every relative <img src> turned into cid:, and the images."""
+        found = local_images(html) if html is not None else []
+        if html is None or not found:
+            return html, ()
+        key = "message.markdown" if self._campaign.message.markdown else "message.html"
+        by_source: dict[str, str] = {}
+        images: dict[str, AttachmentPart] = {}  # by Content-ID: each image once
+        for _, _, src in found:
+            if src in by_source:
+                continue
+            part = self._image(src)
+            if isinstance(part, str):
+                problems.append(Problem(f"{row}, {key}", f"image {src!r}: {part}"))
+                continue
+            by_source[src] = f"cid:{part.content_id}"
+            images.setdefault(part.content_id, part)
+        return with_sources(html, found, by_source), tuple(images.values())
+
+    def _image(self, src: str) -> AttachmentPart | str:
+        """The image file an <img src> names: inside the campaign's directory, read and
+        encoded once while it stays in the cache (a logo on every row: once per run)."""
+        path = unquote(urlsplit(src.strip()).path)
+        real = confined_path(self._campaign.directory, path, (self._image_root,))
+        if isinstance(real, str):
+            return real
+        return self._read_image(real)
+
     def _attachment(
         self, index: int, rendered: str, row: str, problems: list[Problem]
     ) -> AttachmentPart | None:
@@ -168,6 +215,13 @@ class Composer:
             problems.append(Problem(where, f"{label}: {part}"))
             return None
         return part
+
+
+_IMAGE_CACHE = 32
+
+
+def _read_image(path: Path) -> AttachmentPart | str:
+    return read_inline_image(path, path.name)
 
 
 def _message_id(campaign_name: str, key: str, sender: str) -> str:

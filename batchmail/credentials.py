@@ -1,7 +1,8 @@
-"""The SMTP password: from an environment variable, a command's first line, or a no-echo prompt.
+"""The SMTP password: from an environment variable, a command's first line, or a no-echo prompt;
+or an OAuth2 access token from a command's first line.
 
-The password itself never appears in an error message, and is never passed to a child
-process on its command line.
+The password or token itself never appears in an error message, and is never passed to a
+child process on its command line.
 """
 
 from __future__ import annotations
@@ -18,6 +19,25 @@ from batchmail.errors import CampaignError, Problem
 _COMMAND_TIMEOUT = 120  # seconds: a password manager may ask to be unlocked
 
 
+def resolve_secret(config: SmtpConfig, campaign_file: str) -> str | None:
+    """What AUTH needs for ``config.username``: the OAuth2 access token when the account has
+    ``oauth2_token_command``, else the password; None when the campaign sets no username."""
+    if config.username and config.oauth2_token_command:
+        return resolve_token(config, campaign_file)
+    return resolve_password(config, campaign_file)
+
+
+def resolve_token(config: SmtpConfig, campaign_file: str) -> str:
+    """The OAuth2 access token: the first line ``oauth2_token_command`` prints."""
+    if not config.oauth2_token_command:
+        raise ValueError("resolve_token needs an account with oauth2_token_command")
+    where = f"{campaign_file}, {config.key_path}.oauth2_token_command"
+    token = _secret_from_command(config.oauth2_token_command, where, "access token").strip()
+    if not token:
+        raise CampaignError([Problem(where, "the command printed no access token")])
+    return token
+
+
 def resolve_password(config: SmtpConfig, campaign_file: str) -> str | None:
     """The password for ``config.username``, or None when the campaign sets no username."""
     if not config.username:
@@ -28,19 +48,21 @@ def resolve_password(config: SmtpConfig, campaign_file: str) -> str | None:
             raise CampaignError(
                 [
                     Problem(
-                        f"{campaign_file}, smtp.password_env",
+                        f"{campaign_file}, {config.key_path}.password_env",
                         f"the environment variable {config.password_env} is not set or empty",
                     )
                 ]
             )
         return value
     if config.password_command:
-        return _password_from_command(config.password_command, campaign_file)
+        where = f"{campaign_file}, {config.key_path}.password_command"
+        return _secret_from_command(config.password_command, where, "password")
     return _password_from_prompt(config, campaign_file)
 
 
-def _password_from_command(command: str, campaign_file: str) -> str:
-    where = f"{campaign_file}, smtp.password_command"
+def _secret_from_command(command: str, where: str, what: str) -> str:
+    """The first line the command prints on stdout. It runs without a shell, with no input,
+    for at most two minutes; errors name ``where`` and never show what it printed there."""
     try:
         argv = shlex.split(command)
     except ValueError as exc:
@@ -66,7 +88,7 @@ def _password_from_command(command: str, campaign_file: str) -> str:
         raise CampaignError([Problem(where, f"{argv[0]} exited with {done.returncode}{reason}")])
     first_line = done.stdout.decode("utf-8", "replace").splitlines()[:1]
     if not first_line or not first_line[0]:
-        raise CampaignError([Problem(where, f"{argv[0]} printed no password")])
+        raise CampaignError([Problem(where, f"{argv[0]} printed no {what}")])
     return first_line[0]
 
 
@@ -75,10 +97,10 @@ def _password_from_prompt(config: SmtpConfig, campaign_file: str) -> str:
         raise CampaignError(
             [
                 Problem(
-                    f"{campaign_file}, smtp",
+                    f"{campaign_file}, {config.key_path}",
                     f"a password is needed for {config.username} but there is no terminal "
                     "to ask on; "
-                    "set smtp.password_env or smtp.password_command",
+                    f"set {config.key_path}.password_env or {config.key_path}.password_command",
                 )
             ]
         )
@@ -87,5 +109,5 @@ def _password_from_prompt(config: SmtpConfig, campaign_file: str) -> str:
     except (EOFError, KeyboardInterrupt):
         value = ""
     if not value:
-        raise CampaignError([Problem(f"{campaign_file}, smtp", "no password given")])
+        raise CampaignError([Problem(f"{campaign_file}, {config.key_path}", "no password given")])
     return value

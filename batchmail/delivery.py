@@ -1,5 +1,6 @@
-"""Set up a run: validate, lock, journal, credentials, and the transport (a server, the
-embedded sink, or the dry-run outbox); then hand over to the Runner."""
+"""Set up a run: validate, lock, journal, credentials, and the transports (a server, the
+embedded sink, or the dry-run outbox); then hand over to the Runner: one per sender account
+(see ``accounts``), one after the other, sharing the journal."""
 
 from __future__ import annotations
 
@@ -7,20 +8,22 @@ import contextlib
 import dataclasses
 import fcntl
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from batchmail import accounts
 from batchmail.addresses import AddressError, parse_address_list
-from batchmail.campaign import Campaign, SendConfig
+from batchmail.campaign import Campaign, SendConfig, SmtpConfig
 from batchmail.check import MessageFactory, require_valid
-from batchmail.credentials import resolve_password
+from batchmail.credentials import resolve_secret
 from batchmail.errors import CampaignChanged, CampaignError, Problem, RunAborted, RunLocked
 from batchmail.fingerprint import campaign_fingerprint, changed_parts, encode
 from batchmail.journal import Journal
 from batchmail.outbox import Outbox
-from batchmail.outcomes import Envelope
+from batchmail.outcomes import ComposedMessage, Envelope, Outcome
 from batchmail.recipients import read_recipients
 from batchmail.report import DONE, count_statuses, journal_path, recipient_statuses
 from batchmail.runner import Progress, Runner, RunSummary, Selector, select_pending
@@ -33,6 +36,8 @@ class RunResult:
     summary: RunSummary
     all_sent: bool  # every CSV recipient's journalled status is `sent` (always True for a dry run)
     delivered_to: str  # where the messages went: "host:port", the sink's Maildir, or the outbox
+    # Which daily limit stopped the run ("daily limit of 3 messages reached"), or "".
+    capped_by: str = ""
 
 
 def dry_run(campaign: Campaign, out_dir: Path | None, progress: Progress | None) -> RunResult:
@@ -55,12 +60,99 @@ def send(
     require_valid(campaign)
     with campaign_lock(campaign), Journal.open(journal_path(campaign)) as journal:
         _check_fingerprint(campaign, journal, allow_changed)
-        with _transports(campaign, debug) as (transports, delivered_to):
-            runner = Runner(campaign, transports, journal, select=select, progress=progress)
-            summary = runner.run()
+        with _routes(campaign, debug) as routes:
+            summary, capped_by = _run_accounts(campaign, routes, journal, select, progress)
         counts = count_statuses(recipient_statuses(campaign, journal))
     all_sent = sum(counts.values()) == sum(counts[status] for status in DONE)
-    return RunResult(summary, all_sent, delivered_to)
+    return RunResult(summary, all_sent, _where(routes), capped_by)
+
+
+@dataclass(frozen=True)
+class _Route:
+    """One sender account and its sessions (``send.sessions`` of them)."""
+
+    account: SmtpConfig
+    sessions: list[SmtpSession]
+    where: str  # "host:port", or the embedded sink's Maildir
+
+
+def _run_accounts(
+    campaign: Campaign,
+    routes: list[_Route],
+    journal: Journal,
+    select: Selector,
+    progress: Progress | None,
+) -> tuple[RunSummary, str]:
+    """A runner per account, each sending only the messages whose From it matches, with its
+    own rate and daily limit (its own messages counted); the summaries merged, and which
+    daily limits stopped the run."""
+    several = len(routes) > 1
+    every = campaign.smtp_accounts
+    shared = _OneBar(progress) if progress is not None and several else progress
+    summaries: list[RunSummary] = []
+    capped: list[tuple[SmtpConfig, int, datetime]] = []
+    for index, route in enumerate(routes):
+        own = accounts.with_own_limits(campaign, route.account)
+
+        def sent_since(moment: str, index: int = index) -> tuple[int, str | None]:
+            return accounts.usage(every, index, journal.sent_since_by_sender(moment))
+
+        runner = Runner(
+            own,
+            route.sessions,
+            journal,
+            select=select,
+            progress=shared,
+            accept=accounts.owned_by(every, index) if several else None,
+            sent_since=sent_since if several else None,
+        )
+        summary = runner.run()
+        summaries.append(summary)
+        if summary.capped_until is not None:
+            capped.append((route.account, own.send.daily_limit, summary.capped_until))
+    return _merged(summaries), accounts.capped_note(capped, several)
+
+
+def _merged(summaries: list[RunSummary]) -> RunSummary:
+    """One summary for runners that ran one after the other over the same CSV: the first
+    counted every recipient the run set out to send (the others found some sent already)."""
+    first = summaries[0]
+    if len(summaries) == 1:
+        return first
+    counts: Counter[str] = Counter()
+    for summary in summaries:
+        counts.update(summary.counts)
+    capped = [s.capped_until for s in summaries if s.capped_until is not None]
+    return dataclasses.replace(
+        first,
+        counts=counts,
+        suppressed=sum(summary.suppressed for summary in summaries),
+        capped_until=min(capped, default=None),
+    )
+
+
+class _OneBar:
+    """Progress for runners one after the other: the first one's ``start`` (the whole run's
+    total) and everything else each reports."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._started = False
+
+    def start(self, total: int) -> None:
+        if not self._started:
+            self._started = True
+            self._progress.start(total)
+
+    def outcome(self, message: ComposedMessage, outcome: Outcome) -> None:
+        self._progress.outcome(message, outcome)
+
+    def note(self, text: str) -> None:
+        self._progress.note(text)
+
+
+def _where(routes: list[_Route]) -> str:
+    return " and ".join(dict.fromkeys(route.where for route in routes))
 
 
 TEST_PREFIX = "[TEST] "
@@ -74,7 +166,7 @@ def test_send(
     require_valid(campaign)
     test_to = _one_address(address)
     factory = MessageFactory.prepare(campaign)
-    messages = []
+    messages: list[ComposedMessage] = []
     for recipient in read_recipients(campaign.recipients):
         if len(messages) >= limit:
             break
@@ -82,18 +174,28 @@ def test_send(
         envelope = Envelope(message.envelope.mail_from, (test_to,))
         messages.append(dataclasses.replace(message, envelope=envelope))
     summary = RunSummary(selected=len(messages))
-    with _transports(dataclasses.replace(campaign, send=_one_session(campaign)), debug) as (
-        (transport, *_),
-        delivered_to,
-    ):
-        transport.connect()
-        try:
-            for outcome in transport.send_batch(messages, lambda going: None):
-                summary.counts[outcome.status.value] += 1
-        finally:
-            transport.close()
+    every = campaign.smtp_accounts
+    used: list[_Route] = []
+    with _routes(dataclasses.replace(campaign, send=_one_session(campaign)), debug) as routes:
+        for index, route in enumerate(routes):
+            mine = [
+                message
+                for message in messages
+                if len(routes) == 1
+                or accounts.account_for(every, accounts.sender(message)) == index
+            ]
+            if not mine:
+                continue
+            used.append(route)
+            (transport,) = route.sessions
+            transport.connect()
+            try:
+                for outcome in transport.send_batch(mine, lambda going: None):
+                    summary.counts[outcome.status.value] += 1
+            finally:
+                transport.close()
     return RunResult(
-        summary, summary.counts["sent"] == len(messages), f"{test_to} via {delivered_to}"
+        summary, summary.counts["sent"] == len(messages), f"{test_to} via {_where(used)}"
     )
 
 
@@ -132,26 +234,34 @@ def _check_fingerprint(campaign: Campaign, journal: Journal, allow_changed: bool
 
 
 @contextlib.contextmanager
-def _transports(
+def _routes(
     campaign: Campaign, debug: Callable[[str], None] | None = None
-) -> Iterator[tuple[list[SmtpSession], str]]:
-    """One SMTP session per ``send.sessions``, and where they deliver. ``debug`` receives
-    the SMTP dialogue, AUTH redacted."""
-    config = campaign.smtp
+) -> Iterator[list[_Route]]:
+    """Each sender account with ``send.sessions`` SMTP sessions. Every account's password or
+    token is resolved here, before the first message goes anywhere. ``debug`` receives the
+    SMTP dialogue, AUTH redacted."""
     count = campaign.send.sessions
     window = campaign.send.window
-    if config.embedded:
+    every = campaign.smtp_accounts
+    if every[0].embedded:
+        config = every[0]
         maildir = campaign.state_dir / "sink"
         with embedded_sink(maildir) as (host, port):
             sessions = [
                 SmtpSession(config, None, host=host, port=port, window=window, debug=debug)
                 for _ in range(count)
             ]
-            yield sessions, f"the embedded server's Maildir {maildir}"
+            yield [_Route(config, sessions, f"the embedded server's Maildir {maildir}")]
         return
-    password = resolve_password(config, campaign.path.name)
-    sessions = [SmtpSession(config, password, window=window, debug=debug) for _ in range(count)]
-    yield sessions, f"{config.host}:{config.port}"
+    secrets = [resolve_secret(account, campaign.path.name) for account in every]
+    yield [
+        _Route(
+            account,
+            [SmtpSession(account, secret, window=window, debug=debug) for _ in range(count)],
+            f"{account.host}:{account.port}",
+        )
+        for account, secret in zip(every, secrets, strict=True)
+    ]
 
 
 @contextlib.contextmanager

@@ -28,6 +28,7 @@ from batchmail.campaign import Campaign
 from batchmail.errors import Problem
 from batchmail.headers import Header
 from batchmail.render import ADDRESS_HEADERS, RenderedFields
+from batchmail.unsubscribe import POST_VALUE, list_unsubscribe, url_problem
 
 # Headers compose writes itself; an extra header with one of these names would
 # duplicate or contradict them. (The email package also treats "Orig-Date" as a Date.)
@@ -36,6 +37,8 @@ _STRUCTURAL = frozenset(
     | {"mime-version"}
 )
 _STRUCTURAL_PREFIXES = ("content-", "resent-")
+# Written by compose when the campaign has message.unsubscribe.
+_UNSUBSCRIBE = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
 # The email package decodes these while storing a header value, so a CSV value could
 # smuggle in text (even line breaks) that was never checked (CVE-2024-6923).
 _ENCODED_WORD = re.compile(r"=\?[^?\s]*\?[bBqQ]\?[^?\s]*\?=")
@@ -146,10 +149,31 @@ def listed(header: Header) -> tuple[Address, ...]:
     return () if isinstance(header.value, str) else header.value
 
 
+def unsubscribe_headers(
+    campaign: Campaign, rendered: RenderedFields, row: str, problems: list[Problem]
+) -> tuple[Header, ...]:
+    """List-Unsubscribe and List-Unsubscribe-Post (RFC 8058) when the campaign asks for
+    them; a rendered URL that is not a clean https:// URL is a problem of the row."""
+    config = campaign.message.unsubscribe
+    url = rendered.unsubscribe_url
+    if config is None or url is None:
+        return ()
+    trouble = url_problem(url)
+    if trouble:
+        problems.append(Problem(f"{row}, message.unsubscribe.url", trouble))
+        return ()
+    value = list_unsubscribe(url, config.mailto)
+    return (
+        Header("List-Unsubscribe", value, "message.unsubscribe.url", verbatim=True),
+        Header("List-Unsubscribe-Post", POST_VALUE, "message.unsubscribe"),
+    )
+
+
 def header_name_problems(campaign: Campaign) -> list[Problem]:
     """What is wrong with the extra headers' names: not ftext, written by compose, twice."""
     problems: list[Problem] = []
     seen: set[str] = set()
+    written = _STRUCTURAL | (_UNSUBSCRIBE if campaign.message.unsubscribe else frozenset())
     for name, _ in campaign.message.headers:
         where = campaign.where(f"message.headers.{name}")
         lower = name.lower()
@@ -157,7 +181,15 @@ def header_name_problems(campaign: Campaign) -> list[Problem]:
             check_header_name(name)
         except HeaderError as exc:
             problems.append(Problem(where, str(exc)))
-        if lower in _STRUCTURAL or lower.startswith(_STRUCTURAL_PREFIXES):
+        if lower in _UNSUBSCRIBE and lower in written:
+            problems.append(
+                Problem(
+                    where,
+                    f"batchmail writes the {name} header itself from message.unsubscribe; "
+                    "remove it from message.headers",
+                )
+            )
+        elif lower in written or lower.startswith(_STRUCTURAL_PREFIXES):
             problems.append(
                 Problem(
                     where,

@@ -24,6 +24,8 @@ def campaign_fingerprint(campaign: Campaign) -> dict[str, str]:
         parts[f"message.text ({campaign.message.text.name})"] = campaign.message.text
     if campaign.message.html:
         parts[f"message.html ({campaign.message.html.name})"] = campaign.message.html
+    if campaign.message.markdown:
+        parts[f"message.markdown ({campaign.message.markdown.name})"] = campaign.message.markdown
     for template in campaign.message.attachments:
         if "{" not in template:  # a templated path names a different file per row
             parts[f"attachment {template}"] = campaign.directory / template

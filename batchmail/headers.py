@@ -36,6 +36,7 @@ from batchmail.wire import MAX_LINE
 POLICY = email.policy.SMTP.clone(cte_type="7bit")
 # RFC 6532 headers (raw UTF-8) for a message that needs SMTPUTF8 anyway.
 UTF8_POLICY = POLICY.clone(utf8=True)
+_MAX_LENGTH = 78  # POLICY.max_line_length: where a verbatim header is folded
 _READER = email.policy.default
 _CACHE_SIZE = 128  # folded static headers and read-back verdicts; bounded, so memory is flat
 
@@ -50,6 +51,9 @@ class Header:
     name: str
     value: HeaderValue
     key: str  # what a problem with it names, e.g. "message.subject"
+    # Written as it is, never as encoded words, folded only after the ", " between its
+    # entries: List-Unsubscribe, whose <URL>s a reader must find as they are (RFC 2369).
+    verbatim: bool = False
 
     def email_value(self) -> str | list[HeaderAddress]:
         """The value as the email package takes it (msg[name] = value)."""
@@ -69,11 +73,23 @@ def _header_address(address: Address) -> HeaderAddress:
 
 def fold(header: Header, utf8: bool = False) -> bytes:
     """The header's bytes, exactly as the email package's generator writes them (under
-    UTF8_POLICY when ``utf8``, else POLICY)."""
+    UTF8_POLICY when ``utf8``, else POLICY); a verbatim header as ``verbatim_text``
+    says, which is what the generator writes for a raw value that it does not refold."""
+    if header.verbatim:
+        return f"{header.name}: {verbatim_text(header)}\r\n".encode()
     simple = None if utf8 else one_line(header.name, header.value)
     if simple is not None:
         return simple  # the same bytes, without the email package's parser
     return _fold(header.name, header.value, utf8)
+
+
+def verbatim_text(header: Header) -> str:
+    """A verbatim header's value as written after "Name: ": on one line if it fits,
+    else with a line break after each ", " that separates two entries."""
+    assert isinstance(header.value, str)
+    if len(header.name) + 2 + len(header.value) <= _MAX_LENGTH:
+        return header.value
+    return ",\r\n ".join(header.value.split(", "))
 
 
 @lru_cache(maxsize=_CACHE_SIZE)

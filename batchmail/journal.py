@@ -179,10 +179,17 @@ class Journal:
         """Record, durably, that the message data is about to go to the server."""
         self.mark_in_flight_many((message,))
 
-    def mark_in_flight_many(self, messages: Iterable[ComposedMessage]) -> None:
+    def mark_in_flight_many(
+        self,
+        messages: Iterable[ComposedMessage],
+        answered: Iterable[tuple[ComposedMessage, Outcome]] = (),
+    ) -> None:
         """Record, durably and in one transaction, that these messages' data is about to go
-        out (a pipelined window of them)."""
+        out (a pipelined window of them), and the outcomes of ``answered`` messages (those
+        that came back since the last write: one sync for both)."""
         with self._writing() as connection:
+            for message, outcome in answered:
+                _record(connection, message, outcome)
             for message in messages:
                 previous = _status_and_attempts(connection, message.key)
                 _refuse_if_sent(previous, message.key, "mark in flight")
@@ -198,17 +205,7 @@ class Journal:
         """Record, durably and in one transaction, the outcomes of several messages."""
         with self._writing() as connection:
             for message, outcome in results:
-                previous = _status_and_attempts(connection, message.key)
-                _refuse_if_sent(previous, message.key, "record an outcome for")
-                # A message that failed before its data went out was never marked in flight.
-                if previous is None:
-                    attempts = 1
-                elif previous[0] == IN_FLIGHT:
-                    attempts = previous[1]
-                else:
-                    attempts = previous[1] + 1
-                status = Status(outcome.status).value
-                connection.execute(_UPSERT, _values(message, status, attempts, outcome))
+                _record(connection, message, outcome)
 
     def entries(self) -> Iterator[JournalEntry]:
         """Every entry in CSV row order, read from a cursor one at a time."""
@@ -237,6 +234,18 @@ class Journal:
                 (moment,),
             ).fetchone()
         return int(count), earliest
+
+    def sent_since_by_sender(self, moment: str) -> list[tuple[str, int, str | None]]:
+        """``sent_since`` per envelope sender: (mail_from, count, earliest time), so that
+        each of several sender accounts can count its own messages."""
+        with self._reading() as connection:
+            rows = connection.execute(
+                "SELECT mail_from, count(*), min(updated_at) FROM entries"
+                " WHERE status IN ('sent', 'unknown', 'in_flight') AND updated_at >= ?"
+                " GROUP BY mail_from",
+                (moment,),
+            ).fetchall()
+        return [(str(sender), int(count), earliest) for sender, count, earliest in rows]
 
     def get_meta(self, name: str) -> str | None:
         with self._reading() as connection:
@@ -296,6 +305,20 @@ class Journal:
         if self._connection is None:
             raise ValueError(f"the journal {self.path} is closed")
         return self._connection
+
+
+def _record(connection: sqlite3.Connection, message: ComposedMessage, outcome: Outcome) -> None:
+    previous = _status_and_attempts(connection, message.key)
+    _refuse_if_sent(previous, message.key, "record an outcome for")
+    # A message that failed before its data went out was never marked in flight.
+    if previous is None:
+        attempts = 1
+    elif previous[0] == IN_FLIGHT:
+        attempts = previous[1]
+    else:
+        attempts = previous[1] + 1
+    status = Status(outcome.status).value
+    connection.execute(_UPSERT, _values(message, status, attempts, outcome))
 
 
 def _connect(path: Path, database: str, uri: bool) -> sqlite3.Connection:

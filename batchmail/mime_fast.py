@@ -31,6 +31,7 @@ _MAX_LINE: int = POLICY.max_line_length or 78  # the line length the email packa
 # A stand-in boundary of the real ones' length and alphabet ("bm-" and 40 hex digits),
 # so that a multipart Content-Type folds the same way and can be filled in per message.
 _PROBE_BOUNDARY = "bm-" + "0" * 40
+_RELATED_TYPE = '; type="text/html"'  # RFC 2387: a multipart/related names its root's type
 
 
 def write(content: Content) -> bytes:
@@ -42,10 +43,10 @@ def write_parts(content: Content) -> tuple[bytes, bytes]:
     """The message, and its own bytes: its headers and its text and html parts. The
     rest is attachments (serialized and checked when they were read) and boundaries."""
     header_block = b"".join(fold(header) for header in content.headers)
-    body = _body(content)
-    own = header_block + body
+    body, own_body = _body(content)
+    own = header_block + own_body
     if not content.attachments:
-        return own, own
+        return header_block + body, own
     mixed = boundary(content.message_id, 0, content.bodies)
     dash = b"--" + mixed.encode("ascii")
     pieces = [header_block, _multipart_head("mixed", mixed), _CRLF, dash, _CRLF, body]
@@ -55,19 +56,31 @@ def write_parts(content: Content) -> tuple[bytes, bytes]:
     return b"".join(pieces), own  # one copy of the attachments' bytes, not one per level
 
 
-def _body(content: Content) -> bytes:
-    """The text/html part, or the alternative of both: Content-* headers, CRLF, body."""
+def _body(content: Content) -> tuple[bytes, bytes]:
+    """The text/html part, or the alternative of both: Content-* headers, CRLF, body;
+    and the same without the inline images' bytes (checked when they were read)."""
+    # In walk order the first part below a multipart/mixed is second, else first.
+    first = 1 if content.attachments else 0
     parts = []
+    own = []
     if content.text is not None:
         parts.append(_text_part("plain", content.text))
+        own.append(parts[-1])
     if content.html is not None:
-        parts.append(_text_part("html", content.html))
+        html = _text_part("html", content.html)
+        own.append(html)
+        if content.images:
+            # The related comes after the alternative and the text part, if they are there.
+            number = first + 2 if content.text is not None else first
+            related = boundary(content.message_id, number, content.bodies)
+            html = _multipart_head("related", related, _RELATED_TYPE) + _CRLF
+            html += _join_parts(related, [own[-1], *(image.wire for image in content.images)])
+        parts.append(html)
     if len(parts) == 1:
-        return parts[0]
-    # In walk order the alternative comes first, or second after a multipart/mixed.
-    number = 1 if content.attachments else 0
-    alternative = boundary(content.message_id, number, content.bodies)
-    return _multipart_head("alternative", alternative) + _CRLF + _join_parts(alternative, parts)
+        return parts[0], b"".join(own)
+    alternative = boundary(content.message_id, first, content.bodies)
+    head = _multipart_head("alternative", alternative) + _CRLF
+    return head + _join_parts(alternative, parts), head + b"".join(own)
 
 
 def _join_parts(separator: str, parts: list[bytes]) -> bytes:
@@ -122,17 +135,17 @@ def _text_head(subtype: str, cte: str) -> bytes:
     return fold(content_type) + fold(Header("Content-Transfer-Encoding", cte, ""))
 
 
-def _multipart_head(subtype: str, separator: str) -> bytes:
-    head = _multipart_template(subtype)
+def _multipart_head(subtype: str, separator: str, params: str = "") -> bytes:
+    head = _multipart_template(subtype, params)
     if _PROBE_BOUNDARY.encode("ascii") not in head:  # folded inside the boundary
-        value = f'multipart/{subtype}; boundary="{separator}"'
+        value = f'multipart/{subtype}{params}; boundary="{separator}"'
         return fold(Header("Content-Type", value, ""))
     return head.replace(_PROBE_BOUNDARY.encode("ascii"), separator.encode("ascii"))
 
 
 @cache
-def _multipart_template(subtype: str) -> bytes:
-    value = f'multipart/{subtype}; boundary="{_PROBE_BOUNDARY}"'
+def _multipart_template(subtype: str, params: str) -> bytes:
+    value = f'multipart/{subtype}{params}; boundary="{_PROBE_BOUNDARY}"'
     return fold(Header("Content-Type", value, ""))
 
 
@@ -153,17 +166,32 @@ def _probes() -> list[Content]:
         Header("MIME-Version", "1.0", ""),  # compose always writes it
     )
     one = (_probe_attachment(),)
+    image = (_probe_image("logo.png"),)
+    images = (*image, _probe_image("Übersicht.gif"))
     ascii_, short, long, wide = "plain\n", "Zoë,\n" * 3, "Zoë,\n" * 12, "张伟" * 60 + "\n"
-    cases = [  # (text, html, attachments): 7bit, quoted-printable and base64 in each place
-        (ascii_, None, ()),
-        (None, short, one),
-        (long, ascii_, one * 2),
-        (wide, wide, one),
-        (short, long, ()),
-        (None, wide, ()),
-        (ascii_, None, one),
+    cases = [  # (text, html, attachments, inline images): 7bit, quoted-printable and
+        # base64 in each place; the related part alone, in an alternative, in a mixed
+        (ascii_, None, (), ()),
+        (None, short, one, ()),
+        (long, ascii_, one * 2, ()),
+        (wide, wide, one, ()),
+        (short, long, (), ()),
+        (None, wide, (), ()),
+        (ascii_, None, one, ()),
+        (None, ascii_, (), image),
+        (short, wide, (), images),
+        (None, long, one, image),
+        (wide, ascii_, one * 2, images),
     ]
-    return [Content(headers, t, h, a, "<probe@example.com>") for t, h, a in cases]
+    unsubscribe = (
+        Header("List-Unsubscribe", "<https://example.org/u/" + "x" * 80 + ">", "", True),
+        Header("List-Unsubscribe", "<https://e.org/u/1>, <mailto:u@e.org>", "", True),
+        Header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click", ""),
+    )
+    return [
+        Content(headers + unsubscribe * (number % 2), t, h, a, "<probe@example.com>", False, i)
+        for number, (t, h, a, i) in enumerate(cases)
+    ]
 
 
 def _probe_attachment() -> AttachmentPart:
@@ -172,3 +200,11 @@ def _probe_attachment() -> AttachmentPart:
         b"%PDF probe\x00", "application", "pdf", disposition="attachment", filename="Übersicht.pdf"
     )
     return AttachmentPart(part, part.as_bytes(policy=POLICY))
+
+
+def _probe_image(name: str) -> AttachmentPart:
+    part = MIMEPart(policy=POLICY)
+    part.set_content(
+        b"GIF89a probe\x00", "image", "gif", disposition="inline", filename=name, cid="<p@b>"
+    )
+    return AttachmentPart(part, part.as_bytes(policy=POLICY), "p@b")

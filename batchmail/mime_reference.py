@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from email.message import EmailMessage
+from email.message import EmailMessage, MIMEPart
 
 from batchmail.attachments import AttachmentPart
-from batchmail.headers import POLICY, UTF8_POLICY, Header
+from batchmail.headers import POLICY, UTF8_POLICY, Header, verbatim_text
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,9 @@ class Content:
     attachments: tuple[AttachmentPart, ...]
     message_id: str  # also seeds the MIME boundaries
     utf8: bool = False  # raw UTF-8 headers (RFC 6532), for a non-ASCII address
+    # Inline images of the HTML part (each with its Content-ID): the HTML and these go
+    # into a multipart/related.
+    images: tuple[AttachmentPart, ...] = ()
 
     @property
     def bodies(self) -> tuple[str, ...]:
@@ -36,16 +39,29 @@ class Content:
 def reference_bytes(content: Content) -> bytes:
     """The message as the email package builds and serializes it. May raise the email
     package's ValueError, TypeError or MessageError."""
-    policy = UTF8_POLICY if content.utf8 else POLICY
+    # A raw (verbatim) header value is written as it is only if the policy does not
+    # refold source values; every other header is a header object, folded by its class.
+    policy = (UTF8_POLICY if content.utf8 else POLICY).clone(refold_source="none")
     msg = EmailMessage(policy=policy)
     for header in content.headers:
-        msg[header.name] = header.email_value()
+        if header.verbatim:
+            msg.set_raw(header.name, verbatim_text(header))
+        else:
+            msg[header.name] = header.email_value()
     if content.text is not None:
         msg.set_content(content.text, subtype="plain")
     if content.html is not None and content.text is not None:
         msg.add_alternative(content.html, subtype="html")
     elif content.html is not None:
         msg.set_content(content.html, subtype="html")
+    if content.images:
+        html_part: MIMEPart = msg
+        if content.text is not None:  # the alternative's second part
+            html_part = [*msg.iter_parts()][1]
+        html_part.make_related()
+        html_part.set_param("type", "text/html")  # RFC 2387: the root part's type
+        for image in content.images:
+            html_part.attach(image.part)  # shared, never modified
     if content.attachments:
         msg.make_mixed()
         for attachment in content.attachments:

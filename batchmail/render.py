@@ -2,7 +2,14 @@
 
 An undefined variable is always an error (``StrictUndefined``), never an empty string.
 Only the HTML body is autoescaped; the text body, header fields and attachment paths
-are plain text. Every jinja2 error is translated into a located ``CampaignError``.
+are plain text; the Markdown body is rendered twice, as plain text for the text part and
+with every value escaped for the HTML part (see ``batchmail.bodies``). Every jinja2 error
+is translated into a located ``CampaignError``.
+
+Then the bodies are finished here: Markdown becomes the HTML part, an HTML part without
+a text template gets a text part made from it, and the CSS of the HTML part's <style>
+blocks is inlined. The unsubscribe URL (``message.unsubscribe.url``) is rendered first,
+so that every other template can show it as ``unsubscribe_url``.
 
 The address templates (from, to, cc, bcc, reply_to and an extra Sender header) have
 their own environment whose ``finalize`` passes every ``{{ ... }}`` value through
@@ -21,6 +28,7 @@ from typing import Any
 import jinja2
 
 from batchmail.addresses import AddressError, protect
+from batchmail.bodies import BodyError, html_to_text, inline_css, markdown_escape, markdown_to_html
 from batchmail.campaign import Campaign
 from batchmail.errors import CampaignError, Problem
 from batchmail.recipients import Recipient
@@ -51,6 +59,7 @@ class RenderedFields:
     html: str | None
     attachments: tuple[str, ...]  # rendered paths, in campaign.message.attachments order
     headers: tuple[tuple[str, str], ...]  # (name, rendered value), in campaign order
+    unsubscribe_url: str | None = None  # rendered message.unsubscribe.url, not yet checked
     # from_, to, cc, bcc, reply_to and a Sender header hold protected values: read them
     # with addresses.parse_address_list, show them with addresses.reveal.
 
@@ -86,13 +95,15 @@ def _protect(value: Any) -> str:
     return protect(str(value))
 
 
-def _environment(*, autoescape: bool, body: bool, address: bool = False) -> jinja2.Environment:
+def _environment(
+    *, autoescape: bool, body: bool, address: bool = False, markdown: bool = False
+) -> jinja2.Environment:
     env = jinja2.Environment(
         undefined=jinja2.StrictUndefined,
         autoescape=autoescape,
         # A body's final newline is part of the text; a header value must not end in one.
         keep_trailing_newline=body,
-        finalize=_protect if address else None,
+        finalize=_protect if address else markdown_escape if markdown else None,
     )
     if address:
         env.filters["address_list"] = _address_list
@@ -111,6 +122,7 @@ class Renderer:
         attachments: tuple[_Compiled, ...],
         headers: tuple[tuple[str, _Compiled], ...],
         static_attachments: frozenset[int],
+        bodies: _Bodies | None = None,
     ) -> None:
         self._csv_name = csv_name
         self._inline = inline
@@ -119,6 +131,7 @@ class Renderer:
         self._attachments = attachments
         self._headers = headers
         self._static_attachments = static_attachments
+        self._bodies = bodies or _Bodies()
 
     @classmethod
     def compile(cls, campaign: Campaign) -> Renderer:
@@ -131,9 +144,31 @@ class Renderer:
         }
         text = compiler.file(message.text, "message.text", html=False)
         html = compiler.file(message.html, "message.html", html=True)
-        if message.text is None and message.html is None:
+        markdown_text = compiler.file(message.markdown, "message.markdown", html=False)
+        bodies = _Bodies(
+            markdown_text=markdown_text,
+            markdown_html=compiler.file(
+                message.markdown, "message.markdown", html=False, env=compiler.markdown_env
+            )
+            if markdown_text
+            else None,
+            unsubscribe=(
+                compiler.inline(message.unsubscribe.url, "message.unsubscribe.url")
+                if message.unsubscribe
+                else None
+            ),
+            inline_css=message.inline_css,
+        )
+        if message.text is None and message.html is None and message.markdown is None:
             compiler.problems.append(
-                Problem(campaign.where("message"), "needs a `text` or an `html` template")
+                Problem(
+                    campaign.where("message"),
+                    "needs a `text` or an `html` template, or a `markdown` one",
+                )
+            )
+        elif message.html is not None and message.markdown is not None:
+            compiler.problems.append(
+                Problem(campaign.where("message.markdown"), "give `markdown` or `html`, not both")
             )
         attachments = tuple(
             compiler.inline(source, f"message.attachments[{index}]")
@@ -155,7 +190,9 @@ class Renderer:
             for index, source in enumerate(message.attachments)
             if _is_plain_text(compiler.header_env, source)
         )
-        return cls(campaign.recipients.file.name, inline, text, html, attachments, headers, static)
+        return cls(
+            campaign.recipients.file.name, inline, text, html, attachments, headers, static, bodies
+        )
 
     def is_static_attachment(self, index: int) -> bool:
         """Whether attachment template ``index`` has no Jinja syntax: the same file for
@@ -170,6 +207,7 @@ class Renderer:
         context["row_number"] = recipient.row_number
         problems: list[Problem] = []
         where = f"{self._csv_name}, row {recipient.row_number}"
+        bodies = self._bodies
 
         def fill(compiled: _Compiled) -> str:
             try:
@@ -183,16 +221,51 @@ class Renderer:
                 problems.append(Problem(where, _describe_runtime_error(compiled, exc)))
                 return ""
 
+        unsubscribe_url = fill(bodies.unsubscribe) if bodies.unsubscribe else None
+        if unsubscribe_url is not None:
+            context["unsubscribe_url"] = unsubscribe_url  # a column of that name is hidden
         inline = {name: fill(compiled) for name, compiled in self._inline.items()}
         text = fill(self._text) if self._text else None
         html = fill(self._html) if self._html else None
+        markdown = None
+        if bodies.markdown_text and bodies.markdown_html:
+            found = len(problems)
+            source = fill(bodies.markdown_text)
+            text = source if text is None else text
+            # The same template again: an error in it is reported once.
+            markdown = fill(bodies.markdown_html) if len(problems) == found else ""
         attachments = tuple(fill(compiled) for compiled in self._attachments)
         headers = tuple((name, fill(compiled)) for name, compiled in self._headers)
         if problems:
             raise CampaignError(problems)
+        label = "message.markdown" if markdown is not None else "message.html"
+        try:
+            if markdown is not None:
+                html = markdown_to_html(markdown)
+            if html is not None and text is None:
+                text = html_to_text(html)
+            if html is not None and bodies.inline_css:
+                html = inline_css(html)
+        except BodyError as exc:
+            raise CampaignError([Problem(f"{where}, {label}", str(exc))]) from exc
         return RenderedFields(
-            **inline, text=text, html=html, attachments=attachments, headers=headers
+            **inline,
+            text=text,
+            html=html,
+            attachments=attachments,
+            headers=headers,
+            unsubscribe_url=unsubscribe_url,
         )
+
+
+@dataclass(frozen=True)
+class _Bodies:
+    """The templates besides text and html: Markdown (twice), the unsubscribe URL."""
+
+    markdown_text: _Compiled | None = None  # values as they are: the text part
+    markdown_html: _Compiled | None = None  # values escaped: the source of the HTML part
+    unsubscribe: _Compiled | None = None
+    inline_css: bool = True
 
 
 class _Compiler:
@@ -205,6 +278,7 @@ class _Compiler:
         self.address_env = _environment(autoescape=False, body=False, address=True)
         self.text_env = _environment(autoescape=False, body=True)
         self.html_env = _environment(autoescape=True, body=True)
+        self.markdown_env = _environment(autoescape=False, body=True, markdown=True)
 
     def inline(self, source: str, key_path: str, *, address: bool = False) -> _Compiled:
         """The compiled template; on a problem, an empty stand-in (compile() raises anyway)."""
@@ -220,7 +294,14 @@ class _Compiler:
             self.problems.append(Problem(self.campaign.where(key_path), _too_deep(exc)))
         return _compile(self.header_env, "", key_path)
 
-    def file(self, path: Path | None, key_path: str, *, html: bool) -> _Compiled | None:
+    def file(
+        self,
+        path: Path | None,
+        key_path: str,
+        *,
+        html: bool,
+        env: jinja2.Environment | None = None,
+    ) -> _Compiled | None:
         if path is None:
             return None
         path = self.campaign.directory / path  # absolute paths stay as they are
@@ -228,7 +309,8 @@ class _Compiler:
         if source is None:
             return None
         try:
-            return _compile(self.html_env if html else self.text_env, source, path.name)
+            env = env or (self.html_env if html else self.text_env)
+            return _compile(env, source, path.name)
         except jinja2.TemplateSyntaxError as exc:
             self.problems.append(
                 Problem(

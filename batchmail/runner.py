@@ -17,15 +17,15 @@ import itertools
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from batchmail import clock
+from batchmail.build_pool import build_all
 from batchmail.campaign import Campaign
-from batchmail.check import MessageFactory
-from batchmail.errors import RunAborted
+from batchmail.errors import CampaignError, RunAborted
 from batchmail.journal import Journal, JournalEntry
 from batchmail.outcomes import ComposedMessage, Outcome, Status
 from batchmail.ratelimit import TokenBucket
@@ -91,6 +91,10 @@ class Runner:
     progress: Progress | None = None
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
+    # With several sender accounts, one runner per account: it sends only the messages
+    # ``accept`` takes, and its daily limit counts with ``sent_since`` (default: the journal's).
+    accept: Callable[[ComposedMessage], bool] | None = None
+    sent_since: Callable[[str], tuple[int, str | None]] | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()  # guards the source, the retries, summary and progress
@@ -108,7 +112,6 @@ class Runner:
         self._summary = RunSummary()
 
     def run(self) -> RunSummary:
-        factory = MessageFactory.prepare(self.campaign)
         total = 0
         for recipient in read_recipients(self.campaign.recipients):
             total += 1
@@ -117,13 +120,15 @@ class Runner:
         self._start_daily_limit()
         if self.progress:
             self.progress.start(self._summary.selected)
-        self._source = self._messages(factory)
+        messages = self._messages()
+        self._source: Iterator[ComposedMessage] = messages
         try:
             if len(self.transports) == 1:
                 self._session(self.transports[0])  # in this thread, so Ctrl-C lands here
             else:
                 self._parallel_sessions()
         finally:
+            messages.close()  # stops the build workers
             for transport in self.transports:
                 transport.close()
         return self._summary
@@ -134,16 +139,20 @@ class Runner:
         entry = self.journal.get(recipient.key) if self.journal else None
         return self.select(entry)
 
-    def _messages(self, factory: MessageFactory) -> Iterator[ComposedMessage]:
+    def _messages(self) -> Generator[ComposedMessage]:
         exclusions = load_exclusions(self.campaign.recipients.exclude)
-        for recipient in read_recipients(self.campaign.recipients):
-            # Asked again now, not from the first pass: another process may have sent it.
-            if self._selected(recipient):
-                message = factory.build(recipient, datetime.now(UTC))
-                if is_suppressed(message, exclusions):
-                    self._summary.suppressed += 1  # under self._lock: see _next_batch
-                    continue
-                yield message
+        # Asked again now, not from the first pass: another process may have sent it.
+        selected = filter(self._selected, read_recipients(self.campaign.recipients))
+        for _, built in build_all(self.campaign, selected, lambda: datetime.now(UTC)):
+            if isinstance(built, tuple):  # the row changed since the check
+                raise CampaignError(built)
+            assert built is not None  # with keep_bytes, a good row carries its message
+            if self.accept is not None and not self.accept(built):
+                continue  # another sender account's
+            if is_suppressed(built, exclusions):
+                self._summary.suppressed += 1  # under self._lock: see _next_batch
+                continue
+            yield built
 
     def _next_batch(self, size: int) -> list[tuple[ComposedMessage, int]] | float | None:
         """Up to ``size`` messages with their attempts so far; or seconds to wait for a retry
@@ -209,13 +218,23 @@ class Runner:
         messages = [message for message, _ in batch]
         journal = self.journal
 
+        answered: list[tuple[ComposedMessage, Outcome]] = []  # not journalled yet
+        journalled: set[int] = set()  # id() of messages whose outcome is
+
+        def on_answer(message: ComposedMessage, outcome: Outcome) -> None:
+            answered.append((message, outcome))
+
         def before_data(going: Sequence[ComposedMessage]) -> None:
             if journal is not None:
-                journal.mark_in_flight_many(going)
+                # The outcomes that came back ride along with the mark: one sync for both.
+                journal.mark_in_flight_many(going, answered)
+                journalled.update(id(message) for message, _ in answered)
+            answered.clear()
 
-        outcomes = transport.send_batch(messages, before_data)
+        outcomes = transport.send_batch(messages, before_data, on_answer)
         if journal is not None:
-            journal.record_many(zip(messages, outcomes, strict=True))
+            rest = zip(messages, outcomes, strict=True)
+            journal.record_many((m, o) for m, o in rest if id(m) not in journalled)
         retries = self.campaign.send.retries
         delay = self.campaign.send.retry_delay
         with self._lock:
@@ -259,7 +278,7 @@ class Runner:
             return
         now = clock.now()
         since = (now - _DAY).astimezone(UTC).isoformat(timespec="seconds")
-        used, earliest = self.journal.sent_since(since)
+        used, earliest = (self.sent_since or self.journal.sent_since)(since)
         self._daily_left = max(0, limit - used)
         first = datetime.fromisoformat(earliest) if earliest else now
         self._daily_frees_at = first + _DAY

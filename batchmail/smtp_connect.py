@@ -1,8 +1,10 @@
-"""Opening an SMTP connection ready for mail: greeting, EHLO, verified TLS, AUTH; every
-smtplib/ssl/socket error on the way translated into ``RunAborted`` or ``ServerUnreachable``."""
+"""Opening an SMTP connection ready for mail: greeting, EHLO, verified TLS, AUTH (with a
+password, or an OAuth2 access token over XOAUTH2); every smtplib/ssl/socket error on the way
+translated into ``RunAborted`` or ``ServerUnreachable``."""
 
 from __future__ import annotations
 
+import json
 import smtplib
 import socket
 import ssl
@@ -47,7 +49,8 @@ class Endpoint:
 def open_connection(
     endpoint: Endpoint, password: str | None, debug: Callable[[str], None] | None
 ) -> smtplib.SMTP:
-    """A connection ready for MAIL, or ``RunAborted``/``ServerUnreachable``."""
+    """A connection ready for MAIL, or ``RunAborted``/``ServerUnreachable``. ``password`` is
+    the access token when the account has ``oauth2_token_command``."""
     config = endpoint.config
     _refuse_plaintext_password(endpoint)
     context = _tls_context(config) if config.security != "none" else None
@@ -76,9 +79,9 @@ def _refuse_plaintext_password(endpoint: Endpoint) -> None:
     config = endpoint.config
     if config.username and config.security == "none" and not config.insecure_auth:
         raise RunAborted(
-            f"refusing to send the password for {config.username} to {endpoint.address} over "
-            "an unencrypted connection; use security: starttls or tls, or set "
-            "`insecure_auth: true` for a trusted local relay"
+            f"refusing to send the {_secret_name(config)} for {config.username} to "
+            f"{endpoint.address} over an unencrypted connection; use security: starttls or tls, "
+            "or set `insecure_auth: true` for a trusted local relay"
         )
 
 
@@ -88,7 +91,7 @@ def _tls_context(config: SmtpConfig) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=config.ca_file)
     except OSError as exc:  # missing file, or not PEM certificates (ssl.SSLError)
         raise RunAborted(
-            f"smtp.ca_file {config.ca_file}: cannot load CA certificates ({exc})"
+            f"{config.key_path}.ca_file {config.ca_file}: cannot load CA certificates ({exc})"
         ) from exc
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
@@ -130,33 +133,107 @@ def _start_session(
         _login(endpoint, smtp, endpoint.config.username, password)
 
 
-def _login(endpoint: Endpoint, smtp: smtplib.SMTP, username: str, password: str | None) -> None:
-    if password is None:
-        raise RunAborted(f"smtp.username is {username}, but no password was given")
+def _login(endpoint: Endpoint, smtp: smtplib.SMTP, username: str, secret: str | None) -> None:
+    config = endpoint.config
+    if secret is None:
+        raise RunAborted(
+            f"{config.key_path}.username is {username}, but no {_secret_name(config)} was given"
+        )
     offered = set(smtp.esmtp_features.get("auth", "").upper().split())
     if not offered:
         raise RunAborted(
-            f"{endpoint.address} does not offer AUTH; remove smtp.username, or check that "
-            "this is the right server and port"
+            f"{endpoint.address} does not offer AUTH; remove {config.key_path}.username, or "
+            "check that this is the right server and port"
         )
-    if not offered & _MECHANISMS:
+    oauth2 = bool(config.oauth2_token_command)
+    if oauth2 and _XOAUTH2 not in offered:
+        raise RunAborted(
+            f"{endpoint.address} does not offer AUTH XOAUTH2 (it offers AUTH "
+            f"{' '.join(sorted(offered))}); {config.key_path}.oauth2_token_command needs a "
+            "server that takes OAuth2 access tokens (such as Gmail's or Microsoft 365's), or "
+            "use password_env or password_command with this one"
+        )
+    if not oauth2 and not offered & _MECHANISMS:
         raise RunAborted(
             f"{endpoint.address} offers AUTH {' '.join(sorted(offered))}; batchmail can only "
-            f"use {', '.join(sorted(_MECHANISMS))}"
+            f"use {', '.join(sorted(_MECHANISMS))} with a password"
+            + (" (XOAUTH2: set oauth2_token_command)" if _XOAUTH2 in offered else "")
         )
+    xoauth2 = _XOauth2(username, secret)
     try:
-        smtp.login(username, password)
+        if oauth2:
+            smtp.auth(_XOAUTH2, xoauth2, initial_response_ok=True)
+        else:
+            smtp.login(username, secret)
     except smtplib.SMTPAuthenticationError as exc:
-        text = reply_text(exc.smtp_error).replace(password, "***")
+        text = reply_text(exc.smtp_error).replace(secret, "***")
         message = f"authentication refused by {endpoint.address}: {exc.smtp_code} {text}"
+        if oauth2:
+            message += xoauth2.error_status()
         if 400 <= exc.smtp_code < 500:
             raise endpoint.unreachable(message) from exc
-        raise RunAborted(f"{message}; check smtp.username and the password") from exc
+        advice = (
+            f"the token {config.key_path}.oauth2_token_command printed"
+            if oauth2
+            else "the password"
+        )
+        raise RunAborted(f"{message}; check {config.key_path}.username and {advice}") from exc
     except UnicodeEncodeError as exc:
         raise RunAborted(
-            "the username or password contains non-ASCII characters, which batchmail "
-            "cannot send in SMTP AUTH"
+            f"the username or {_secret_name(config)} contains non-ASCII characters, which "
+            "batchmail cannot send in SMTP AUTH"
         ) from exc
+    except ValueError:  # binascii.Error: smtplib decoding a 334 challenge that is not base64
+        raise RunAborted(
+            f"{endpoint.address} sent an AUTH challenge that is not base64; "
+            "authentication could not go on"
+        ) from None
+
+
+_XOAUTH2 = "XOAUTH2"
+
+
+class _XOauth2:
+    """smtplib's ``authobject`` for AUTH XOAUTH2 (Google's and Microsoft's SASL mechanism).
+
+    The initial response is ``user=<username>^Aauth=Bearer <token>^A^A``. A server refusing
+    the token answers 334 with a base64 JSON error (``{"status": "400", ...}``); the client
+    must then send an empty line, and the server sends its final 5xx. The challenge is kept
+    (its status is reported), never the response.
+    """
+
+    def __init__(self, username: str, token: str) -> None:
+        self._username = username
+        self._token = token
+        self._error: bytes | None = None
+
+    def __call__(self, challenge: bytes | None = None) -> str:
+        if challenge is None:
+            return f"user={self._username}\x01auth=Bearer {self._token}\x01\x01"
+        self._error = challenge
+        return ""
+
+    def error_status(self) -> str:
+        """What the server's error challenge said, for the error message: " (XOAUTH2 error
+        status 400: ...)", or "" when it sent none."""
+        if self._error is None:
+            return ""
+        try:
+            details = json.loads(self._error.decode("utf-8"))
+        except ValueError:  # not UTF-8, or not JSON
+            details = None
+        status = details.get("status") if isinstance(details, dict) else None
+        if isinstance(status, bool) or not isinstance(status, str | int):
+            return " (the server's XOAUTH2 error gave no status)"
+        shown = str(status).replace(self._token, "***")[:40]
+        return (
+            f" (XOAUTH2 error status {shown}: the access token may have expired, or not be "
+            "valid for this account or for sending mail)"
+        )
+
+
+def _secret_name(config: SmtpConfig) -> str:
+    return "access token" if config.oauth2_token_command else "password"
 
 
 def _connect_error(endpoint: Endpoint, exc: OSError) -> RunAborted:
@@ -164,12 +241,14 @@ def _connect_error(endpoint: Endpoint, exc: OSError) -> RunAborted:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return RunAborted(
             f"{where}: the server's TLS certificate was not accepted ({exc.verify_message}); "
-            "if it is signed by a private CA, set smtp.ca_file to that CA's certificate"
+            f"if it is signed by a private CA, set {endpoint.config.key_path}.ca_file to that "
+            "CA's certificate"
         )
     if isinstance(exc, ssl.SSLError):
         return RunAborted(
-            f"{where}: TLS handshake failed ({exc.reason or exc}); check smtp.port and "
-            "smtp.security (port 465 is usually tls, 587 starttls)"
+            f"{where}: TLS handshake failed ({exc.reason or exc}); check "
+            f"{endpoint.config.key_path}.port and {endpoint.config.key_path}.security "
+            "(port 465 is usually tls, 587 starttls)"
         )
     if isinstance(exc, smtplib.SMTPResponseException):
         reply = f"{exc.smtp_code} {reply_text(exc.smtp_error)}"

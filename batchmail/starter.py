@@ -40,6 +40,11 @@ message:
   #   - "invoices/{{ invoice }}.pdf"
   # headers:
   #   X-Campaign: starter
+  # Bulk mail (over 1,000 recipients) needs one-click unsubscribe (RFC 8058);
+  # {{ unsubscribe_url }} in the templates shows the link:
+  # unsubscribe:
+  #   url: "https://example.org/unsubscribe/{{ token }}"   # https:// only
+  #   mailto: unsubscribe@example.org                      # optional
 
 send:
   rate: 0                         # messages per second at most; 0 = no limit

@@ -127,7 +127,10 @@ def test_text_only_and_html_only(directory: Path) -> None:
     text = parse(compose(make_campaign(directory, html=False), row()))
     assert text.get_content_type() == "text/plain"
     assert text_of(text) == "Hello Ann,\nsee you\n"
-    html = parse(compose(make_campaign(directory, text=False), row()))
+    # html only: the text part is made from the HTML (see tests/test_bodies.py)
+    derived, html = parse(compose(make_campaign(directory, text=False), row())).iter_parts()
+    assert derived.get_content_type() == "text/plain"
+    assert text_of(derived) == "Hello Ann, see you\n"
     assert html.get_content_type() == "text/html"
     assert text_of(html) == "<p>Hello Ann, see you</p>\n"
 
@@ -252,8 +255,9 @@ def test_attachment_with_html_only(directory: Path) -> None:
     message = parse(
         compose(make_campaign(directory, text=False, attachments=("notes.txt",)), row())
     )
-    html, notes = message.iter_parts()
-    assert html.get_content_type() == "text/html"
+    bodies, notes = message.iter_parts()
+    assert bodies.get_content_type() == "multipart/alternative"  # with a text part made
+    assert [p.get_content_type() for p in bodies.iter_parts()] == ["text/plain", "text/html"]
     assert notes.get_content_type() == "text/plain"
     assert notes.get_payload(decode=True) == b"line\r\nline\n"
 

@@ -28,7 +28,14 @@ from hypothesis import strategies as st
 from batchmail import mime_fast
 from batchmail.addresses import Address
 from batchmail.attachments import AttachmentPart
-from batchmail.campaign import Campaign, MessageConfig, RecipientsConfig, SendConfig, SmtpConfig
+from batchmail.campaign import (
+    Campaign,
+    MessageConfig,
+    RecipientsConfig,
+    SendConfig,
+    SmtpConfig,
+    UnsubscribeConfig,
+)
 from batchmail.compose import Composer
 from batchmail.errors import CampaignError
 from batchmail.header_oneline import one_line
@@ -368,3 +375,59 @@ def test_memory_does_not_grow_with_the_number_of_rows(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     assert after - before < 32 * 1024, f"grew by {after - before} bytes over 600 rows"
+
+
+# --- the shapes of the bodies and unsubscribe features ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "attachments"),
+    [("markdown", False), ("markdown", True), ("html", False), ("html", True), ("both", True)],
+)
+def test_fast_and_reference_agree_on_related_images_and_list_unsubscribe(
+    tmp_path: Path, body: str, attachments: bool
+) -> None:
+    """Inline images (multipart/related alone, in an alternative, in a mixed), a text part
+    made from HTML or Markdown, inlined CSS and the List-Unsubscribe headers."""
+    (tmp_path / "guide.pdf").write_bytes(bytes(range(256)) * 40)
+    (tmp_path / "files").mkdir()
+    for name in ("a.pdf", "Übersicht für Zoë.pdf", "x" * 120 + ".txt"):
+        (tmp_path / "files" / name).write_bytes(b"%PDF " + name.encode())
+    (tmp_path / "logo.png").write_bytes(b"\x89PNG" + bytes(range(256)) * 8)
+    (tmp_path / "Übersicht.gif").write_bytes(b"GIF89a" + bytes(200))
+    (tmp_path / "body.md.j2").write_text(
+        "<style>p { color: red }</style>\n\n# {{ subject }}\n\n{{ text }}\n\n"
+        "![Logo](logo.png) ![x](%C3%9Cbersicht.gif)\n\n[Leave]({{ unsubscribe_url }})\n",
+        encoding="utf-8",
+    )
+    campaign = shapes_campaign(
+        tmp_path, text=body == "both", html=body != "markdown", attachments=attachments
+    )
+    (tmp_path / "body.html.j2").write_text(
+        '<style>p { color: red }</style><p>{{ html }}</p><img src="logo.png">\n'
+        "<img src='Übersicht.gif'><a href=\"{{ unsubscribe_url }}\">leave</a>\n",
+        encoding="utf-8",
+    )
+    message = replace(
+        campaign.message,
+        markdown=tmp_path / "body.md.j2" if body == "markdown" else None,
+        unsubscribe=UnsubscribeConfig(
+            "https://example.org/u/{{ row_number }}?n={{ name | urlencode }}", "unsub@example.org"
+        ),
+    )
+    campaign = replace(campaign, message=message)
+    renderer = Renderer.compile(campaign)
+    fast = Composer.prepare(campaign, renderer)
+    reference = Composer.prepare(campaign, renderer, fast=False)
+    composed = 0
+    for recipient in generated_rows(random.Random(f"{body}{attachments}"), 250):
+        try:
+            rendered = renderer.render(recipient)
+        except CampaignError:
+            continue
+        expected = outcome(reference, recipient, rendered)
+        assert outcome(fast, recipient, rendered) == expected, recipient
+        if isinstance(expected, bytes):
+            composed += 1
+            assert b"multipart/related" in expected and b"List-Unsubscribe-Post: " in expected
+    assert composed > 80  # most rows are sendable: the comparison is not vacuous

@@ -23,7 +23,7 @@ def test_every_campaign_key_is_in_the_reference() -> None:
     sections: dict[str, set[str]] = {"": set()}
     current = ""
     for line in block.splitlines():
-        key = re.match(r"^( *)(#\s*)?([a-z_]+):", line)
+        key = re.match(r"^( *)(#\s*)?([a-z0-9_]+):", line)
         if not key:
             continue
         indent, name = len(key.group(1)), key.group(3)

@@ -459,3 +459,15 @@ def test_a_closed_journal_refuses_use(path: Path) -> None:
     journal.close()  # closing twice is harmless
     with pytest.raises(ValueError, match="is closed"):
         journal.get("ann@example.com")
+
+
+def test_answered_outcomes_ride_along_with_the_next_mark(path: Path) -> None:
+    first, second = message("a@x.org", 1), message("b@x.org", 2)
+    with Journal.open(path) as journal:
+        journal.mark_in_flight_many([first])
+        journal.mark_in_flight_many([second], [(first, Outcome(Status.SENT, 250, "2.0.0 ok"))])
+    with Journal.open(path) as reopened:  # what a kill right now would leave
+        one, two = reopened.get("a@x.org"), reopened.get("b@x.org")
+        assert one is not None and two is not None
+        assert (one.status, one.attempts, one.code) == (Status.SENT, 1, 250)
+        assert (two.status, two.attempts) == ("in_flight", 1)  # read as unknown
