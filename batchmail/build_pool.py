@@ -37,7 +37,10 @@ from batchmail.recipients import Recipient
 if TYPE_CHECKING:
     from batchmail.check import MessageFactory
 
-PARALLEL_AFTER = 1_000  # rows built here before workers start; most campaigns stay below
+# Rows built here before workers start: a class list or a club never starts one; past it,
+# workers (about half a second to start, in parallel with the first rows) pay for themselves.
+# Measured on a 1,000-message run at 50 ms RTT: 141 msg/s with 1,000 here, 177 with 200.
+PARALLEL_AFTER = 200
 CHUNK_BYTES = 1 << 20  # aim for about a megabyte of messages per chunk
 MAX_CHUNK = 256
 CHUNKS_AHEAD_PER_WORKER = 2

@@ -131,7 +131,7 @@ def test_a_window_goes_out_pipelined_and_every_message_arrives_once(
 def test_window_is_one_without_pipelining_and_the_measured_default_with_it(
     start_smtp_server: StartServer,
 ) -> None:
-    for mode, expected in (("plain", 1), ("pipelining", 32), ("chunking", 32)):
+    for mode, expected in (("plain", 1), ("pipelining", 32), ("chunking", 64)):
         server = start_smtp_server(mode=mode)
         session = SmtpSession(make_smtp_config(server))
         assert session.window == 1  # not connected: nothing known yet
@@ -377,7 +377,8 @@ def test_after_a_bdat_window_is_lost_batches_shrink_then_grow_back(
     server = start_smtp_server(DroppingHandler(), mode="chunking")
     server.handler.drop_at = "end_of_data"  # type: ignore[attr-defined]
     server.handler.drop_after = 2  # type: ignore[attr-defined]
-    session = session_for(server, Recorder())
+    session = SmtpSession(make_smtp_config(server), None, window=32)
+    session.connect()
     messages = [make_message(n, f"user{n}@example.org") for n in range(1, 200)]
     assert session.window == 32
     first = session.send_batch(messages[:32], lambda going: None)

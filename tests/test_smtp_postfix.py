@@ -21,7 +21,7 @@ from servers import make_message
 
 from batchmail.campaign import SmtpConfig
 from batchmail.outcomes import ComposedMessage, Outcome, Status
-from batchmail.smtp import SmtpSession
+from batchmail.smtp import WINDOW_CHUNKING, SmtpSession
 from batchmail.transport import NOT_SENT
 
 
@@ -104,7 +104,7 @@ def test_postfix_takes_a_bdat_window_with_refusals_inside(
     calls: list[int] = []
     with SmtpSession(config(postfix_smtpd)) as session:
         session.connect()
-        assert (session.pipelining, session.window) == ("chunking", 32)
+        assert (session.pipelining, session.window) == ("chunking", WINDOW_CHUNKING)
         outcomes = session.send_batch(messages, lambda going: calls.append(len(going)))
         assert session.connected
     assert calls == [40]  # BDAT: once for the whole window, before any data
