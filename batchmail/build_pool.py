@@ -14,6 +14,7 @@ dies, the chunks it held are built here instead: building is pure, so nothing is
 from __future__ import annotations
 
 import contextlib
+import itertools
 import multiprocessing
 import os
 import select
@@ -80,7 +81,11 @@ def build_all(
             break
     else:
         return
-    yield from _Pool(campaign, factory, workers, keep_bytes).build(rows, date)
+    following = next(rows, None)
+    if following is None:
+        return  # exactly PARALLEL_AFTER rows: no worker needed after all
+    rest = itertools.chain([following], rows)
+    yield from _Pool(campaign, factory, workers, keep_bytes).build(rest, date)
 
 
 def _build(
