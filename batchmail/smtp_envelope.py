@@ -71,14 +71,22 @@ def transaction(message: ComposedMessage, extensions: Container[str]) -> Transac
 def crlf_lines(data: bytes) -> bytes:
     """The data with CRLF line ends only (a bare CR or LF is never sent), ending in CRLF:
     what BDAT carries as is (RFC 3030: no dot-stuffing)."""
-    normalised = _LINE_END.sub(b"\r\n", data)
+    # Composed messages are CRLF throughout: three counts at C speed tell, and spare a
+    # regex pass over every byte (140 KB a message with an attachment).
+    crlf = data.count(b"\r\n")
+    normalised = data
+    if data.count(b"\r") != crlf or data.count(b"\n") != crlf:
+        normalised = _LINE_END.sub(b"\r\n", data)
     return normalised if normalised.endswith(b"\r\n") else normalised + b"\r\n"
 
 
 def dot_stuff(data: bytes) -> bytes:
     """The DATA payload: CRLF line ends (a bare CR or LF is never sent), a dot doubled at the
     start of a line (RFC 5321 4.5.2), and the closing CRLF.CRLF."""
-    return _LINE_START_DOT.sub(b"..", crlf_lines(data)) + b".\r\n"
+    lines = crlf_lines(data)
+    if lines.startswith(b".") or b"\n." in lines:
+        lines = _LINE_START_DOT.sub(b"..", lines)
+    return lines + b".\r\n"
 
 
 def _wire_address(role: str, address: str, smtputf8: bool) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -576,3 +577,13 @@ def test_dot_stuffing_round_trips(pieces: list[bytes]) -> None:
 def test_composed_message_bytes_are_unchanged_by_stuffing() -> None:
     message: ComposedMessage = make_message(body="no dots here\n")
     assert dot_stuff(message.data) == message.data + b".\r\n"
+
+
+@given(st.lists(st.sampled_from([b"", b".", b"..", b".a", b"a.", b"x", b"\r", b"\n", b"\r\n"])))
+def test_dot_stuffing_skips_only_what_it_would_not_change(pieces: list[bytes]) -> None:
+    # The CRLF-only, no-leading-dot shortcut must give what the substitutions give.
+    data = b"".join(pieces)
+    lines = re.sub(rb"\r\n|\r|\n", b"\r\n", data)
+    if not lines.endswith(b"\r\n"):
+        lines += b"\r\n"
+    assert dot_stuff(data) == re.sub(rb"(?m)^\.", b"..", lines) + b".\r\n"
