@@ -16,7 +16,7 @@ from pathlib import Path
 
 from batchmail.addresses import HeaderError, check_header_value
 from batchmail.headers import POLICY
-from batchmail.wire import wire_problem
+from batchmail.wire import has_dot_lines, wire_problem
 
 _COMPRESSED_TYPES = {"gzip": "application/gzip", "bzip2": "application/x-bzip2"}
 
@@ -29,6 +29,7 @@ class AttachmentPart:
     part: MIMEPart
     wire: bytes
     content_id: str = ""  # an inline image's Content-ID, without the angle brackets
+    dot_lines: bool = True  # whether a line of ``wire`` begins with a dot (see has_dot_lines)
 
 
 def read_part(path: Path, filename: str) -> AttachmentPart | str:
@@ -93,7 +94,7 @@ def _part(
     trouble = wire_problem(wire)
     if trouble:  # base64 in 76-character lines: not expected, but never sent unchecked
         return f"cannot encode {path}: {trouble}"
-    return AttachmentPart(part, wire, content_id or "")
+    return AttachmentPart(part, wire, content_id or "", has_dot_lines(wire))
 
 
 def allowed_roots(directory: Path, source: str) -> tuple[Path, ...]:

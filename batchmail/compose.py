@@ -49,7 +49,7 @@ from batchmail.mime_reference import Content, reference_bytes
 from batchmail.outcomes import ComposedMessage, Envelope
 from batchmail.recipients import Recipient
 from batchmail.render import RenderedFields, Renderer
-from batchmail.wire import wire_problem
+from batchmail.wire import has_dot_lines, wire_problem
 
 
 class Composer:
@@ -140,13 +140,25 @@ class Composer:
             utf8,
             images,
         )
-        data = self._bytes(content, row)
+        data, dot_lines = self._bytes(content, row)
         recipients = addresses["to"] + addresses["cc"] + addresses["bcc"]
         envelope = Envelope(sender.addr_spec, _unique(a.addr_spec for a in recipients))
-        return ComposedMessage(recipient.row_number, recipient.key, envelope, message_id, data)
+        return ComposedMessage(
+            recipient.row_number,
+            recipient.key,
+            envelope,
+            message_id,
+            data,
+            # wire_problem below found no bare CR or LF in the message's own bytes, nor
+            # read_part in the attachments'; the MIME structure between them is CRLF.
+            crlf_only=data.endswith(b"\r\n"),
+            dot_lines=dot_lines,
+        )
 
-    def _bytes(self, content: Content, row: str) -> bytes:
-        """The message's bytes, once they are shown to carry every header as meant."""
+    def _bytes(self, content: Content, row: str) -> tuple[bytes, bool]:
+        """The message's bytes, once they are shown to carry every header as meant; and
+        whether a line of them begins with a dot (told without scanning the attachments
+        again: they were scanned once, when they were read)."""
         try:
             if self._fast and not content.utf8:
                 data, own = mime_fast.write_parts(content)
@@ -165,7 +177,8 @@ class Composer:
         trouble = wire_problem(own, content.utf8)
         if trouble:
             raise CampaignError([Problem(row, trouble)])
-        return data
+        parts = (*content.attachments, *content.images)
+        return data, has_dot_lines(own) or any(part.dot_lines for part in parts)
 
     def _inline_images(
         self, html: str | None, row: str, problems: list[Problem]

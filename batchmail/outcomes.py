@@ -57,3 +57,8 @@ class ComposedMessage:
     envelope: Envelope
     message_id: str  # with angle brackets, as in the header
     data: bytes  # RFC 5322 message, CRLF line endings, no Bcc header
+    # What the composer verified, so that a transport need not scan a large message again:
+    # every line end is CRLF and the data ends with one; and whether a line may begin with
+    # a dot (which DATA must double). The defaults promise nothing.
+    crlf_only: bool = False
+    dot_lines: bool = True

@@ -223,7 +223,7 @@ class SmtpSession:
             self._drop()
             raise
         try:
-            code, text = self._send_data(smtp, message.data)
+            code, text = self._send_data(smtp, message)
         except OSError as exc:
             self._drop()
             return Outcome(Status.UNKNOWN, None, f"{LOST_AFTER_DATA} ({exc})")
@@ -290,9 +290,9 @@ class SmtpSession:
             return self._refusal(code, text, tuple(refused))
         return tuple(refused)
 
-    def _send_data(self, smtp: smtplib.SMTP, data: bytes) -> tuple[int, str]:
+    def _send_data(self, smtp: smtplib.SMTP, message: ComposedMessage) -> tuple[int, str]:
         assert isinstance(smtp, LoggedSMTP | LoggedSMTP_SSL)
-        smtp.send_data(dot_stuff(data))
+        smtp.send_data(dot_stuff(message.data, message.crlf_only, message.dot_lines))
         sock = smtp.sock
         assert sock is not None  # send() raises when the socket is gone
         # RFC 5321 4.5.3.2.6: the server may take long to accept the data; other replies may not.

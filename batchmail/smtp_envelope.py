@@ -10,10 +10,10 @@ from collections.abc import Container
 from dataclasses import dataclass
 
 from batchmail.outcomes import ComposedMessage, Outcome, Status
+from batchmail.wire import has_dot_lines
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LINE_END = re.compile(rb"\r\n|\r|\n")
-_LINE_START_DOT = re.compile(rb"^\.", re.MULTILINE)
 
 
 class Unsendable(Exception):
@@ -68,9 +68,12 @@ def transaction(message: ComposedMessage, extensions: Container[str]) -> Transac
     )
 
 
-def crlf_lines(data: bytes) -> bytes:
+def crlf_lines(data: bytes, crlf_only: bool = False) -> bytes:
     """The data with CRLF line ends only (a bare CR or LF is never sent), ending in CRLF:
-    what BDAT carries as is (RFC 3030: no dot-stuffing)."""
+    what BDAT carries as is (RFC 3030: no dot-stuffing). ``crlf_only``: the caller knows
+    it is so already (a composed message's ``crlf_only``), and nothing is scanned."""
+    if crlf_only:
+        return data
     # Composed messages are CRLF throughout: three counts at C speed tell, and spare a
     # regex pass over every byte (140 KB a message with an attachment).
     crlf = data.count(b"\r\n")
@@ -80,12 +83,16 @@ def crlf_lines(data: bytes) -> bytes:
     return normalised if normalised.endswith(b"\r\n") else normalised + b"\r\n"
 
 
-def dot_stuff(data: bytes) -> bytes:
+def dot_stuff(data: bytes, crlf_only: bool = False, dot_lines: bool = True) -> bytes:
     """The DATA payload: CRLF line ends (a bare CR or LF is never sent), a dot doubled at the
-    start of a line (RFC 5321 4.5.2), and the closing CRLF.CRLF."""
-    lines = crlf_lines(data)
-    if lines.startswith(b".") or b"\n." in lines:
-        lines = _LINE_START_DOT.sub(b"..", lines)
+    start of a line (RFC 5321 4.5.2), and the closing CRLF.CRLF. ``crlf_only`` and
+    ``dot_lines`` are what a composed message says of itself; the defaults assume nothing."""
+    lines = crlf_lines(data, crlf_only)
+    if dot_lines and has_dot_lines(lines):
+        # Every line end is CRLF now, so a line begins at the start or after an LF: a plain
+        # replace (at C speed) doubles exactly the dots a (?m)^\. regex would.
+        head = b"." if lines.startswith(b".") else b""
+        lines = head + lines.replace(b"\n.", b"\n..")
     return lines + b".\r\n"
 
 

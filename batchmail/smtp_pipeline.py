@@ -114,7 +114,7 @@ class Pipeline:
         """Queues one transaction per step, as the wire asks for more."""
         for entry in entries:
             self._envelope(entry)
-            payload = crlf_lines(entry.message.data)
+            payload = crlf_lines(entry.message.data, entry.message.crlf_only)
             self._command(entry, f"BDAT {len(payload)} LAST", awaits=False)
             self._wire.data(payload, functools.partial(entry.mark, Sent.DATA))
             self._awaiting.append((entry, self._wire.queued))  # answered after the chunk
@@ -145,7 +145,8 @@ class Pipeline:
     def _data(self, entry: Entry, before_data: BeforeData) -> None:
         if entry.replies.wants_data:
             before_data([entry.message])
-            payload = dot_stuff(entry.message.data)
+            message = entry.message
+            payload = dot_stuff(message.data, message.crlf_only, message.dot_lines)
             self._wire.data(payload, functools.partial(entry.mark, Sent.DATA))
         else:
             # 354 although no recipient was accepted: an empty message ends it (RFC 2920 3.1).

@@ -21,3 +21,9 @@ def wire_problem(data: bytes, utf8: bool = False) -> str | None:
     if max(map(len, lines)) > MAX_LINE:
         return f"the message would contain a line longer than {MAX_LINE} octets"
     return None
+
+
+def has_dot_lines(data: bytes) -> bool:
+    """Whether a line of ``data`` (CRLF line ends) begins with a dot, which the DATA
+    command's end-of-data marker makes the sender double (RFC 5321 4.5.2)."""
+    return data.startswith(b".") or b"\n." in data

@@ -34,6 +34,7 @@ from batchmail.smtp import (
     SmtpSession,
     dot_stuff,
 )
+from batchmail.smtp_envelope import crlf_lines
 
 
 class BeforeData:
@@ -572,6 +573,15 @@ def test_dot_stuffing_round_trips(pieces: list[bytes]) -> None:
     if not normalised.endswith(b"\r\n"):
         normalised += b"\r\n"
     assert _as_server_reads(dot_stuff(data)) == normalised
+
+
+@given(st.lists(st.sampled_from([b"", b".", b"..", b".a", b"a.", b"x", b"\r\n"])))
+def test_what_a_message_tells_of_its_lines_changes_nothing_when_true(pieces: list[bytes]) -> None:
+    # crlf_only and dot_lines=False skip scans; when they are true the payload is the same.
+    data = b"".join(pieces) + b"\r\n"
+    dots = data.startswith(b".") or b"\n." in data
+    assert dot_stuff(data, crlf_only=True, dot_lines=dots) == dot_stuff(data)
+    assert crlf_lines(data, crlf_only=True) == crlf_lines(data)
 
 
 def test_composed_message_bytes_are_unchanged_by_stuffing() -> None:
