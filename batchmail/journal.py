@@ -1,13 +1,25 @@
 """The durable record of who got what: one SQLite row per recipient key.
 
-Every write is one short transaction, committed with ``synchronous=FULL`` in WAL
-mode before the method returns, so a process killed at any line leaves either the
-state before the write or the state after it, never a gap:
+Every write is one short transaction in WAL mode, committed before the method returns,
+so a process killed at any line leaves either the state before the write or the state
+after it, never a gap:
 
 - ``mark_in_flight`` is committed before the message data goes to the server, so
   a kill while the data is out leaves ``in_flight``, which reads as ``unknown``;
 - the schema and its version are created in one transaction, so a kill during
   creation leaves a blank file that the next ``open`` initialises.
+
+A commit normally waits for the disk (``synchronous=FULL``): it survives a power cut too.
+Pipelined DATA sends one message per round trip, and a disk sync per message would cost
+more than the round trip, so the runner first ``reserve``s a batch, with one sync, and
+each message is then marked in flight without one (``synchronous=NORMAL``: what is
+committed is in the operating system's hands, which a killed process cannot lose; a power
+cut can lose the newest such commits, never an older one without the newer). Reading a
+journal, a reservation left from the current boot of the machine means the data never went
+out: the mark that would have gone with it is missing, and only a power cut or a crash of
+the machine loses one. A reservation left from an earlier boot may have lost its mark, so
+that message reads as ``in_flight`` (``unknown``): what a power cut costs is doubt, never a
+message sent twice.
 
 Every sqlite3 error becomes ``RunAborted`` naming the journal and the reason.
 """
@@ -15,21 +27,23 @@ Every sqlite3 error becomes ``RunAborted`` naming the journal and the reason.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
+import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from batchmail.clock import timestamp
 from batchmail.errors import RunAborted
 from batchmail.outcomes import ComposedMessage, Outcome, RecipientRefusal, Status
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added the reserved table; a version 1 journal gains it when written
 # Stamped in the file header so a journal is told apart from any other SQLite file.
 APPLICATION_ID = 0x626D6A31  # "bmj1"
 IN_FLIGHT = "in_flight"
@@ -56,6 +70,19 @@ _SCHEMA = (
     "CREATE INDEX entries_by_row ON entries (row_number, key)",
     "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
+# Messages about to be marked in flight (see the module's docstring), with what an
+# ``in_flight`` entry needs if the machine restarted before the mark was safe on disk.
+_RESERVED_SCHEMA = """CREATE TABLE IF NOT EXISTS reserved (
+    key TEXT PRIMARY KEY,
+    boot_id TEXT NOT NULL,           -- the machine's boot when the reservation was made
+    row_number INTEGER NOT NULL,
+    message_id TEXT NOT NULL,
+    mail_from TEXT NOT NULL,
+    rcpt_tos TEXT NOT NULL,
+    reserved_at TEXT NOT NULL
+)"""
+_BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
+_KEYS_PER_QUERY = 500  # well under SQLite's limit on bound parameters (32,766)
 _COLUMNS = (
     "key, row_number, status, code, reply, attempts, message_id, mail_from, rcpt_tos,"
     " refused, first_attempt_at, updated_at"
@@ -82,6 +109,14 @@ _HINTS = {
     14: "check that the path is a file in a writable directory",  # SQLITE_CANTOPEN
 }
 _SQLITE_NOTADB = 26
+
+
+class _HasKey(Protocol):
+    @property
+    def key(self) -> str: ...
+
+
+_Keyed = TypeVar("_Keyed", bound=_HasKey)
 
 
 @dataclass(frozen=True)
@@ -120,12 +155,23 @@ class JournalEntry:
 class Journal:
     """An open journal file. Build one with ``open`` or ``open_readonly``."""
 
-    def __init__(self, path: Path, connection: sqlite3.Connection, readonly: bool) -> None:
+    def __init__(
+        self,
+        path: Path,
+        connection: sqlite3.Connection,
+        readonly: bool,
+        entries_table: str = "entries",
+    ) -> None:
         self.path = path
         self.readonly = readonly
         self._connection: sqlite3.Connection | None = connection
         # Parallel sessions share one journal: one statement or transaction at a time.
         self._lock = threading.RLock()
+        # What readers query: the entries, or a view that adds the reservations an earlier
+        # boot of the machine left (see _reading_view).
+        self._entries = entries_table
+        self._boot_id = boot_id()
+        self._reserved: set[str] = set()  # keys this journal reserved and has not marked yet
 
     @classmethod
     def open(cls, path: Path) -> Journal:
@@ -143,6 +189,7 @@ class Journal:
             connection.execute("PRAGMA synchronous = FULL")
             if blank:
                 _create_schema(connection, path)
+            _settle_reservations(connection, boot_id())
         return cls(path, connection, readonly=False)
 
     @classmethod
@@ -166,14 +213,57 @@ class Journal:
         if blank:
             connection.close()
             return None
-        return cls(path, connection, readonly=True)
+        with _closed_on_error(connection, path):
+            table = _reading_view(connection, boot_id())
+        return cls(path, connection, readonly=True, entries_table=table)
 
     def get(self, key: str) -> JournalEntry | None:
         with self._reading() as connection:
             row = connection.execute(
-                f"SELECT {_COLUMNS} FROM entries WHERE key = ?", (key,)
+                f"SELECT {_COLUMNS} FROM {self._entries} WHERE key = ?", (key,)
             ).fetchone()
         return None if row is None else _entry(row)
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, JournalEntry]:
+        """The entries of those keys the journal has; one query per few hundred keys."""
+        found: dict[str, JournalEntry] = {}
+        with self._reading() as connection:
+            for start in range(0, len(keys), _KEYS_PER_QUERY):
+                chunk = keys[start : start + _KEYS_PER_QUERY]
+                marks = ", ".join("?" * len(chunk))
+                for row in connection.execute(
+                    f"SELECT {_COLUMNS} FROM {self._entries} WHERE key IN ({marks})", chunk
+                ):
+                    found[row["key"]] = _entry(row)
+        return found
+
+    def reserve(self, messages: Sequence[ComposedMessage]) -> None:
+        """Record, durably and in one transaction, that these messages are about to be
+        marked in flight one by one; their marks then need no disk sync each (see the
+        module's docstring). Without a boot id to tell a restart by, nothing is reserved
+        and every mark syncs."""
+        if self._boot_id is None or not messages:
+            return
+        with self._writing() as connection:
+            now = _now()
+            for message in messages:
+                _refuse_if_sent(
+                    _status_and_attempts(connection, message.key), message.key, "reserve"
+                )
+                connection.execute(
+                    "INSERT OR REPLACE INTO reserved (key, boot_id, row_number, message_id,"
+                    " mail_from, rcpt_tos, reserved_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        message.key,
+                        self._boot_id,
+                        message.row_number,
+                        message.message_id,
+                        message.envelope.mail_from,
+                        json.dumps(list(message.envelope.rcpt_tos)),
+                        now,
+                    ),
+                )
+            self._reserved.update(message.key for message in messages)
 
     def mark_in_flight(self, message: ComposedMessage) -> None:
         """Record, durably, that the message data is about to go to the server."""
@@ -186,16 +276,22 @@ class Journal:
     ) -> None:
         """Record, durably and in one transaction, that these messages' data is about to go
         out (a pipelined window of them), and the outcomes of ``answered`` messages (those
-        that came back since the last write: one sync for both)."""
-        with self._writing() as connection:
+        that came back since the last write: one sync for both). When every message was
+        reserved, there is no sync: the reservation already survives a power cut."""
+        messages = list(messages)
+        reserved = bool(messages) and all(m.key in self._reserved for m in messages)
+        with self._writing(durable=not reserved) as connection:
             for message, outcome in answered:
                 _record(connection, message, outcome)
             for message in messages:
+                # Marked, the reservation has done its work (and must not outlive the mark).
+                connection.execute("DELETE FROM reserved WHERE key = ?", (message.key,))
                 previous = _status_and_attempts(connection, message.key)
                 _refuse_if_sent(previous, message.key, "mark in flight")
                 attempts = 1 if previous is None else previous[1] + 1
                 # No reply yet for this attempt: an earlier attempt's reply must not linger.
                 connection.execute(_UPSERT, _values(message, IN_FLIGHT, attempts, None))
+            self._reserved.difference_update(message.key for message in messages)
 
     def record(self, message: ComposedMessage, outcome: Outcome) -> None:
         """Record, durably, the server's answer (or its absence) for one message."""
@@ -211,7 +307,7 @@ class Journal:
         """Every entry in CSV row order, read from a cursor one at a time."""
         with self._reading() as connection:
             for row in connection.execute(
-                f"SELECT {_COLUMNS} FROM entries ORDER BY row_number, key"
+                f"SELECT {_COLUMNS} FROM {self._entries} ORDER BY row_number, key"
             ):
                 yield _entry(row)
 
@@ -219,7 +315,9 @@ class Journal:
         """Number of entries per effective status; every status is present, zeros included."""
         totals = {status.value: 0 for status in Status}
         with self._reading() as connection:
-            rows = connection.execute("SELECT status, count(*) FROM entries GROUP BY status")
+            rows = connection.execute(
+                f"SELECT status, count(*) FROM {self._entries} GROUP BY status"
+            )
             for status, number in rows:
                 totals[Status.UNKNOWN.value if status == IN_FLIGHT else status] += number
         return totals
@@ -229,7 +327,7 @@ class Journal:
         ``moment`` (ISO 8601 UTC), and the earliest such time."""
         with self._reading() as connection:
             count, earliest = connection.execute(
-                "SELECT count(*), min(updated_at) FROM entries"
+                f"SELECT count(*), min(updated_at) FROM {self._entries}"
                 " WHERE status IN ('sent', 'unknown', 'in_flight') AND updated_at >= ?",
                 (moment,),
             ).fetchone()
@@ -240,7 +338,7 @@ class Journal:
         each of several sender accounts can count its own messages."""
         with self._reading() as connection:
             rows = connection.execute(
-                "SELECT mail_from, count(*), min(updated_at) FROM entries"
+                f"SELECT mail_from, count(*), min(updated_at) FROM {self._entries}"
                 " WHERE status IN ('sent', 'unknown', 'in_flight') AND updated_at >= ?"
                 " GROUP BY mail_from",
                 (moment,),
@@ -258,6 +356,14 @@ class Journal:
 
     def close(self) -> None:
         if self._connection is not None:
+            if self._reserved and not self.readonly:
+                # Reserved, never marked (the connection went first): never sent. Said
+                # now, a power cut before the next run cannot make them read as unknown.
+                with self._writing() as writing:
+                    writing.executemany(
+                        "DELETE FROM reserved WHERE key = ?", ((k,) for k in self._reserved)
+                    )
+                self._reserved.clear()
             connection, self._connection = self._connection, None
             try:
                 connection.close()
@@ -284,13 +390,16 @@ class Journal:
                 raise _aborted("read", self.path, exc) from exc
 
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[sqlite3.Connection]:
-        """One immediate transaction, committed before the caller goes on."""
+    def _writing(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One immediate transaction, committed before the caller goes on; ``durable``:
+        on the disk, too (else in the operating system's hands; see the docstring)."""
         if self.readonly:
             raise ValueError(f"the journal {self.path} was opened read-only")
         with self._lock:
             connection = self._open_connection()
             try:
+                if not durable:
+                    connection.execute("PRAGMA synchronous = NORMAL")
                 connection.execute("BEGIN IMMEDIATE")
                 yield connection
                 connection.execute("COMMIT")
@@ -300,6 +409,10 @@ class Journal:
             except BaseException:
                 _rollback(connection)
                 raise
+            finally:
+                if not durable:
+                    with contextlib.suppress(sqlite3.Error):
+                        connection.execute("PRAGMA synchronous = FULL")
 
     def _open_connection(self) -> sqlite3.Connection:
         if self._connection is None:
@@ -391,12 +504,94 @@ def _create_schema(connection: sqlite3.Connection, path: Path) -> None:
         if _identify(connection, path):
             for statement in _SCHEMA:
                 connection.execute(statement)
+            connection.execute(_RESERVED_SCHEMA)
             _set_meta(connection, "created_at", _now())
             connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         connection.execute("COMMIT")
     finally:
         _rollback(connection)
+
+
+def boot_id() -> str | None:
+    """This boot of the machine (Linux), or None where it cannot be told."""
+    try:
+        text = _BOOT_ID_FILE.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    # A UUID, checked: _reading_view writes it into SQL.
+    return text if re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", text) else None
+
+
+def _settle_reservations(connection: sqlite3.Connection, boot: str | None) -> None:
+    """Before writing: upgrade a version 1 journal, and end the reservations a killed run
+    left. From this boot they were never sent: they go. From an earlier boot (or when the
+    boot cannot be told) the mark may have been lost with the power: in flight."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        connection.execute(_RESERVED_SCHEMA)
+        if connection.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        left = connection.execute(
+            "SELECT key, row_number, message_id, mail_from, rcpt_tos, reserved_at"
+            " FROM reserved WHERE boot_id IS NOT ?",
+            (boot,),
+        ).fetchall()
+        for key, row_number, message_id, mail_from, rcpt_tos, reserved_at in left:
+            previous = _status_and_attempts(connection, key)
+            if previous is not None and previous[0] == Status.SENT:
+                continue  # a mark removes its reservation: not expected, but sent is sent
+            attempts = 1 if previous is None else previous[1] + (previous[0] != IN_FLIGHT)
+            connection.execute(
+                _UPSERT,
+                {
+                    "key": key,
+                    "row_number": row_number,
+                    "status": IN_FLIGHT,
+                    "code": None,
+                    "reply": "",
+                    "attempts": attempts,
+                    "message_id": message_id,
+                    "mail_from": mail_from,
+                    "rcpt_tos": rcpt_tos,
+                    "refused": "[]",
+                    "now": reserved_at,
+                },
+            )
+        connection.execute("DELETE FROM reserved")
+        connection.execute("COMMIT")
+    finally:
+        _rollback(connection)
+
+
+def _reading_view(connection: sqlite3.Connection, boot: str | None) -> str:
+    """What a reader queries for entries: the table itself, unless reservations from an
+    earlier boot are left (a power cut during a run, and no run since), which read as
+    in flight, as ``_settle_reservations`` will make them."""
+    has_table = connection.execute(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'reserved'"
+    ).fetchone()[0]
+    if not has_table:
+        return "entries"
+    earlier = connection.execute(
+        "SELECT count(*) FROM reserved WHERE boot_id IS NOT ?", (boot,)
+    ).fetchone()[0]
+    if not earlier:
+        return "entries"
+    literal = "NULL" if boot is None else f"'{boot}'"  # boot_id() gives only a UUID
+    connection.execute(
+        f"""CREATE TEMP VIEW effective AS
+        SELECT {_COLUMNS} FROM main.entries
+            WHERE key NOT IN (SELECT key FROM main.reserved WHERE boot_id IS NOT {literal})
+        UNION ALL
+        SELECT r.key, r.row_number, '{IN_FLIGHT}', NULL, '',
+               coalesce(e.attempts, 0) + coalesce(e.status <> '{IN_FLIGHT}', 1),
+               r.message_id, r.mail_from, r.rcpt_tos, '[]',
+               coalesce(e.first_attempt_at, r.reserved_at), r.reserved_at
+            FROM main.reserved AS r LEFT JOIN main.entries AS e ON e.key = r.key
+            WHERE r.boot_id IS NOT {literal}"""
+    )
+    return "temp.effective"
 
 
 def _rollback(connection: sqlite3.Connection) -> None:
@@ -465,3 +660,15 @@ def _aborted(action: str, path: Path, exc: sqlite3.Error) -> RunAborted:
     hint = _HINTS.get(primary) if primary is not None else None
     suffix = f" ({hint})" if hint else ""
     return RunAborted(f"cannot {action} the journal {path}: {exc}{suffix}")
+
+
+def with_entries(
+    journal: Journal | None, items: Iterable[_Keyed]
+) -> Iterator[tuple[_Keyed, JournalEntry | None]]:
+    """Each item (a recipient, a message: anything with a ``key``) with its journal entry,
+    in the order given, looked up a few hundred at a time instead of a query each."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, _KEYS_PER_QUERY)):
+        found = journal.get_many([item.key for item in chunk]) if journal else {}
+        for item in chunk:
+            yield item, found.get(item.key)

@@ -12,7 +12,7 @@ from pathlib import Path
 from batchmail.campaign import Campaign
 from batchmail.check import MessageFactory
 from batchmail.errors import CampaignError, RunAborted
-from batchmail.journal import Journal, JournalEntry
+from batchmail.journal import Journal, JournalEntry, with_entries
 from batchmail.recipients import Recipient, read_recipients
 from batchmail.suppression import is_suppressed, load_exclusions
 
@@ -51,8 +51,7 @@ def recipient_statuses(campaign: Campaign, journal: Journal | None) -> Iterator[
     """Every CSV recipient in row order with its journalled status (or pending). A recipient
     on an exclusion list that was not sent (nor possibly sent) reads as suppressed."""
     suppressed = _suppression_test(campaign)
-    for recipient in read_recipients(campaign.recipients):
-        entry = journal.get(recipient.key) if journal else None
+    for recipient, entry in with_entries(journal, read_recipients(campaign.recipients)):
         status = _status_of(recipient.key, recipient.row_number, entry)
         if status.status not in ("sent", "unknown") and suppressed(recipient):
             status = dataclasses.replace(status, status="suppressed")

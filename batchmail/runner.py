@@ -26,10 +26,10 @@ from batchmail import clock
 from batchmail.build_pool import build_all
 from batchmail.campaign import Campaign
 from batchmail.errors import CampaignError, RunAborted
-from batchmail.journal import Journal, JournalEntry
+from batchmail.journal import Journal, JournalEntry, with_entries
 from batchmail.outcomes import ComposedMessage, Outcome, Status
 from batchmail.ratelimit import TokenBucket
-from batchmail.recipients import Recipient, read_recipients
+from batchmail.recipients import read_recipients
 from batchmail.suppression import is_suppressed, load_exclusions
 from batchmail.transport import NOT_SENT, Transport
 
@@ -113,9 +113,9 @@ class Runner:
 
     def run(self) -> RunSummary:
         total = 0
-        for recipient in read_recipients(self.campaign.recipients):
+        for _, entry in with_entries(self.journal, read_recipients(self.campaign.recipients)):
             total += 1
-            self._summary.selected += self._selected(recipient)
+            self._summary.selected += self.select(entry)
         self._summary.skipped = total - self._summary.selected
         self._start_daily_limit()
         if self.progress:
@@ -135,14 +135,11 @@ class Runner:
 
     # --- what to send -------------------------------------------------------------------
 
-    def _selected(self, recipient: Recipient) -> bool:
-        entry = self.journal.get(recipient.key) if self.journal else None
-        return self.select(entry)
-
     def _messages(self) -> Generator[ComposedMessage]:
         exclusions = load_exclusions(self.campaign.recipients.exclude)
-        # Asked again now, not from the first pass: another process may have sent it.
-        selected = filter(self._selected, read_recipients(self.campaign.recipients))
+        # Asked again now, not from the first pass: another account's runner may have sent it.
+        rows = with_entries(self.journal, read_recipients(self.campaign.recipients))
+        selected = (recipient for recipient, entry in rows if self.select(entry))
         for _, built in build_all(self.campaign, selected, lambda: datetime.now(UTC)):
             if isinstance(built, tuple):  # the row changed since the check
                 raise CampaignError(built)
@@ -220,13 +217,20 @@ class Runner:
 
         answered: list[tuple[ComposedMessage, Outcome]] = []  # not journalled yet
         journalled: set[int] = set()  # id() of messages whose outcome is
+        reserved = False
 
         def on_answer(message: ComposedMessage, outcome: Outcome) -> None:
             answered.append((message, outcome))
 
         def before_data(going: Sequence[ComposedMessage]) -> None:
+            nonlocal reserved
             if journal is not None:
-                # The outcomes that came back ride along with the mark: one sync for both.
+                if not reserved and len(going) < len(messages):
+                    # Pipelined DATA: a message per round trip. One sync reserves the batch,
+                    # and each mark then goes without one (see the journal's docstring).
+                    journal.reserve(messages)
+                    reserved = True
+                # The outcomes that came back ride along with the mark: one write for both.
                 journal.mark_in_flight_many(going, answered)
                 journalled.update(id(message) for message, _ in answered)
             answered.clear()

@@ -16,7 +16,7 @@ import pytest
 
 import batchmail.journal as journal_module
 from batchmail.errors import RunAborted
-from batchmail.journal import Journal
+from batchmail.journal import SCHEMA_VERSION, Journal
 from batchmail.outcomes import ComposedMessage, Envelope, Outcome, RecipientRefusal, Status
 
 # Builds the same messages as message() below, for the child processes.
@@ -196,7 +196,7 @@ def test_the_file_is_in_wal_mode_with_the_schema_version(journal: Journal, path:
     connection = sqlite3.connect(path)
     try:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     finally:
         connection.close()
 
@@ -471,3 +471,148 @@ def test_answered_outcomes_ride_along_with_the_next_mark(path: Path) -> None:
         assert one is not None and two is not None
         assert (one.status, one.attempts, one.code) == (Status.SENT, 1, 250)
         assert (two.status, two.attempts) == ("in_flight", 1)  # read as unknown
+
+
+# --- reservations: one sync for a batch of pipelined DATA marks --------------------------
+
+RESERVING_CHILD = (
+    CHILD_PRELUDE
+    + """
+import time
+journal = Journal.open(path)
+ann, bob, cy = (message(k, n) for n, k in enumerate(("ann@x.org", "bob@x.org", "cy@x.org"), 1))
+journal.record(cy, Outcome(Status.DEFERRED, 451, "greylisted"))  # a resend's earlier try
+journal.reserve([ann, bob, cy])
+journal.mark_in_flight_many([ann])
+journal.mark_in_flight_many([bob], [(ann, Outcome(Status.SENT, 250, "queued"))])
+print("bob's data is out", flush=True)
+time.sleep(60)
+"""
+)
+
+
+def killed_while_reserved(path: Path) -> None:
+    """ann sent, bob in flight, cy reserved but never marked, and then SIGKILL."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", RESERVING_CHILD, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "bob's data is out\n"
+        os.kill(process.pid, signal.SIGKILL)
+        assert process.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        process.kill()
+        process.wait()
+        if process.stdout:
+            process.stdout.close()
+
+
+def statuses(journal: Journal) -> dict[str, tuple[str, int]]:
+    return {e.key: (e.status, e.attempts) for e in journal.entries()}
+
+
+def test_a_kill_leaves_a_reserved_message_as_it_was_on_the_same_boot(path: Path) -> None:
+    killed_while_reserved(path)
+    expected = {
+        "ann@x.org": ("sent", 1),
+        "bob@x.org": ("in_flight", 1),  # its data was out: unknown
+        "cy@x.org": ("deferred", 1),  # reserved, never marked: its data never went out
+    }
+    readonly = Journal.open_readonly(path)
+    assert readonly is not None
+    with readonly:
+        assert statuses(readonly) == expected
+        assert readonly.get("cy@x.org").status == "deferred"  # type: ignore[union-attr]
+    with Journal.open(path) as journal:  # a writer settles what the kill left
+        assert statuses(journal) == expected
+    assert reserved_rows(path) == []
+
+
+def test_after_a_restart_a_reserved_message_reads_as_in_flight(path: Path) -> None:
+    # A power cut may lose the marks made without a sync: a reservation from an earlier boot
+    # of the machine may hide a message whose data went out. It must never read as pending.
+    killed_while_reserved(path)
+    earlier_boot = "00000000-0000-4000-8000-000000000000"
+    connection = sqlite3.connect(path)
+    with connection:
+        connection.execute("UPDATE reserved SET boot_id = ?", (earlier_boot,))
+        # What the power cut lost: the marks of ann and bob (with ann's outcome), committed
+        # after the reservation without a sync. The journal is then as it was before them.
+        connection.execute("DELETE FROM entries WHERE key IN ('ann@x.org', 'bob@x.org')")
+        for key, row in (("ann@x.org", 1), ("bob@x.org", 2)):
+            connection.execute(
+                "INSERT INTO reserved VALUES (?, ?, ?, ?, 'news@example.com', ?,"
+                " '2026-01-01T00:00:00+00:00')",
+                (key, earlier_boot, row, f"<{row}@example.com>", f'["{key}"]'),
+            )
+    connection.close()
+    expected = {
+        "ann@x.org": ("in_flight", 1),
+        "bob@x.org": ("in_flight", 1),
+        "cy@x.org": ("in_flight", 2),  # the greylisted try, and this one, which may have gone
+    }
+    readonly = Journal.open_readonly(path)
+    assert readonly is not None
+    with readonly:
+        assert statuses(readonly) == expected
+        assert readonly.counts() == {"sent": 0, "failed": 0, "deferred": 0, "unknown": 3}
+        assert readonly.get("cy@x.org").effective_status == "unknown"  # type: ignore[union-attr]
+        assert readonly.sent_since("2000-01-01T00:00:00+00:00")[0] == 3
+    with Journal.open(path) as journal:
+        assert statuses(journal) == expected
+        entry = journal.get("ann@x.org")
+        assert entry is not None and entry.message_id == "<1@example.com>"
+        assert entry.rcpt_tos == ("ann@x.org",)
+    assert reserved_rows(path) == []
+
+
+def test_marks_after_a_reservation_keep_the_journal_exact(journal: Journal, path: Path) -> None:
+    ann, bob = message("ann@x.org", 1), message("bob@x.org", 2)
+    journal.reserve([ann, bob])
+    assert reserved_rows(path) == ["ann@x.org", "bob@x.org"]
+    assert journal.get("ann@x.org") is None  # reserved is not attempted
+    journal.mark_in_flight_many([ann])
+    journal.mark_in_flight_many([bob], [(ann, Outcome(Status.SENT, 250, "ok"))])
+    journal.record(bob, Outcome(Status.FAILED, 554, "no"))
+    assert reserved_rows(path) == []
+    assert statuses(journal) == {"ann@x.org": ("sent", 1), "bob@x.org": ("failed", 1)}
+    with pytest.raises(ValueError, match="already records it as sent"):
+        journal.reserve([ann])
+
+
+def test_closing_forgets_reservations_that_were_never_marked(path: Path) -> None:
+    with Journal.open(path) as journal:
+        journal.reserve([message("ann@x.org", 1), message("bob@x.org", 2)])
+        journal.mark_in_flight_many([message("ann@x.org", 1)])
+    assert reserved_rows(path) == []
+
+
+def test_a_version_1_journal_is_upgraded_when_written(path: Path) -> None:
+    with Journal.open(path) as journal:
+        journal.record(message("ann@x.org", 1), Outcome(Status.SENT, 250, "ok"))
+    connection = sqlite3.connect(path)
+    with connection:
+        connection.execute("DROP TABLE reserved")
+        connection.execute("PRAGMA user_version = 1")
+    connection.close()
+    readonly = Journal.open_readonly(path)  # read as it is, never written
+    assert readonly is not None
+    with readonly:
+        assert statuses(readonly) == {"ann@x.org": ("sent", 1)}
+    with Journal.open(path) as journal:
+        journal.reserve([message("bob@x.org", 2)])
+    check = sqlite3.connect(path)
+    try:
+        assert check.execute("PRAGMA user_version").fetchone()[0] == 2
+    finally:
+        check.close()
+    assert reserved_rows(path) == []
+
+
+def reserved_rows(path: Path) -> list[str]:
+    connection = sqlite3.connect(path)
+    try:
+        return [key for (key,) in connection.execute("SELECT key FROM reserved ORDER BY key")]
+    finally:
+        connection.close()
