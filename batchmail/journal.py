@@ -27,6 +27,7 @@ Every sqlite3 error becomes ``RunAborted`` naming the journal and the reason.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -80,7 +81,7 @@ _RESERVED_SCHEMA = """CREATE TABLE IF NOT EXISTS reserved (
     mail_from TEXT NOT NULL,
     rcpt_tos TEXT NOT NULL,
     reserved_at TEXT NOT NULL
-)"""
+) WITHOUT ROWID"""  # one b-tree: a mark's delete dirties one page, not two
 _BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
 _KEYS_PER_QUERY = 500  # well under SQLite's limit on bound parameters (32,766)
 _COLUMNS = (
@@ -98,6 +99,14 @@ _UPSERT = f"""
         mail_from = excluded.mail_from, rcpt_tos = excluded.rcpt_tos, refused = excluded.refused,
         updated_at = excluded.updated_at
 """
+_INSERT = f"""
+    INSERT INTO entries ({_COLUMNS})
+    VALUES (:key, :row_number, :status, :code, :reply, :attempts, :message_id, :mail_from,
+            :rcpt_tos, :refused, :now, :now)
+"""
+_OUTCOME = (
+    "UPDATE entries SET status = ?, code = ?, reply = ?, refused = ?, updated_at = ? WHERE key = ?"
+)
 # Primary SQLite result code -> what the user can do about it.
 _HINTS = {
     5: "another process is using it; wait for it to finish",  # SQLITE_BUSY
@@ -172,6 +181,7 @@ class Journal:
         self._entries = entries_table
         self._boot_id = boot_id()
         self._reserved: set[str] = set()  # keys this journal reserved and has not marked yet
+        self._unsynced = False  # the last commit was not synced to the disk
 
     @classmethod
     def open(cls, path: Path) -> Journal:
@@ -190,6 +200,8 @@ class Journal:
             if blank:
                 _create_schema(connection, path)
             _settle_reservations(connection, boot_id())
+            # Between writes: every write but a mark after a reservation asks for FULL.
+            connection.execute("PRAGMA synchronous = NORMAL")
         return cls(path, connection, readonly=False)
 
     @classmethod
@@ -247,9 +259,7 @@ class Journal:
         with self._writing() as connection:
             now = _now()
             for message in messages:
-                _refuse_if_sent(
-                    _status_and_attempts(connection, message.key), message.key, "reserve"
-                )
+                # A sent message is refused when it is marked, before its data could go.
                 connection.execute(
                     "INSERT OR REPLACE INTO reserved (key, boot_id, row_number, message_id,"
                     " mail_from, rcpt_tos, reserved_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -259,7 +269,7 @@ class Journal:
                         message.row_number,
                         message.message_id,
                         message.envelope.mail_from,
-                        json.dumps(list(message.envelope.rcpt_tos)),
+                        _json_list(message.envelope.rcpt_tos),
                         now,
                     ),
                 )
@@ -281,8 +291,9 @@ class Journal:
         messages = list(messages)
         reserved = bool(messages) and all(m.key in self._reserved for m in messages)
         with self._writing(durable=not reserved) as connection:
+            now = _now()
             for message, outcome in answered:
-                _record(connection, message, outcome)
+                _record(connection, message, outcome, now)
             for message in messages:
                 # Marked, the reservation has done its work (and must not outlive the mark).
                 connection.execute("DELETE FROM reserved WHERE key = ?", (message.key,))
@@ -290,18 +301,24 @@ class Journal:
                 _refuse_if_sent(previous, message.key, "mark in flight")
                 attempts = 1 if previous is None else previous[1] + 1
                 # No reply yet for this attempt: an earlier attempt's reply must not linger.
-                connection.execute(_UPSERT, _values(message, IN_FLIGHT, attempts, None))
+                values = _values(message, IN_FLIGHT, attempts, None, now)
+                connection.execute(_INSERT if previous is None else _UPSERT, values)
             self._reserved.difference_update(message.key for message in messages)
 
     def record(self, message: ComposedMessage, outcome: Outcome) -> None:
         """Record, durably, the server's answer (or its absence) for one message."""
         self.record_many(((message, outcome),))
 
-    def record_many(self, results: Iterable[tuple[ComposedMessage, Outcome]]) -> None:
-        """Record, durably and in one transaction, the outcomes of several messages."""
-        with self._writing() as connection:
+    def record_many(
+        self, results: Iterable[tuple[ComposedMessage, Outcome]], durable: bool = True
+    ) -> None:
+        """Record, in one transaction, the outcomes of several messages; durably, unless
+        they were reserved: the next reservation's sync, or ``close``, makes them so (and
+        until then a power cut leaves them in doubt, never pending)."""
+        with self._writing(durable) as connection:
+            now = _now()
             for message, outcome in results:
-                _record(connection, message, outcome)
+                _record(connection, message, outcome, now)
 
     def entries(self) -> Iterator[JournalEntry]:
         """Every entry in CSV row order, read from a cursor one at a time."""
@@ -356,13 +373,15 @@ class Journal:
 
     def close(self) -> None:
         if self._connection is not None:
-            if self._reserved and not self.readonly:
+            if (self._reserved or self._unsynced) and not self.readonly:
                 # Reserved, never marked (the connection went first): never sent. Said
                 # now, a power cut before the next run cannot make them read as unknown.
+                # And the sync of this write puts every write before it on the disk.
                 with self._writing() as writing:
                     writing.executemany(
                         "DELETE FROM reserved WHERE key = ?", ((k,) for k in self._reserved)
                     )
+                    _set_meta(writing, "synced_at", _now())
                 self._reserved.clear()
             connection, self._connection = self._connection, None
             try:
@@ -398,11 +417,13 @@ class Journal:
         with self._lock:
             connection = self._open_connection()
             try:
-                if not durable:
-                    connection.execute("PRAGMA synchronous = NORMAL")
+                if durable:
+                    connection.execute("PRAGMA synchronous = FULL")
                 connection.execute("BEGIN IMMEDIATE")
                 yield connection
                 connection.execute("COMMIT")
+                # A synced commit syncs the whole log, every commit before it too.
+                self._unsynced = not durable
             except sqlite3.Error as exc:
                 _rollback(connection)
                 raise _aborted("write", self.path, exc) from exc
@@ -410,9 +431,9 @@ class Journal:
                 _rollback(connection)
                 raise
             finally:
-                if not durable:
+                if durable:  # back to what a mark after a reservation needs
                     with contextlib.suppress(sqlite3.Error):
-                        connection.execute("PRAGMA synchronous = FULL")
+                        connection.execute("PRAGMA synchronous = NORMAL")
 
     def _open_connection(self) -> sqlite3.Connection:
         if self._connection is None:
@@ -420,7 +441,9 @@ class Journal:
         return self._connection
 
 
-def _record(connection: sqlite3.Connection, message: ComposedMessage, outcome: Outcome) -> None:
+def _record(
+    connection: sqlite3.Connection, message: ComposedMessage, outcome: Outcome, now: str
+) -> None:
     previous = _status_and_attempts(connection, message.key)
     _refuse_if_sent(previous, message.key, "record an outcome for")
     # A message that failed before its data went out was never marked in flight.
@@ -431,7 +454,14 @@ def _record(connection: sqlite3.Connection, message: ComposedMessage, outcome: O
     else:
         attempts = previous[1] + 1
     status = Status(outcome.status).value
-    connection.execute(_UPSERT, _values(message, status, attempts, outcome))
+    if previous is not None and previous[0] == IN_FLIGHT:
+        # The common case, once per message: only the reply changes (and no index).
+        refused = _refused_json(outcome)
+        connection.execute(
+            _OUTCOME, (status, outcome.code, outcome.reply, refused, now, message.key)
+        )
+        return
+    connection.execute(_UPSERT, _values(message, status, attempts, outcome, now))
 
 
 def _connect(path: Path, database: str, uri: bool) -> sqlite3.Connection:
@@ -623,9 +653,9 @@ def _refuse_if_sent(previous: tuple[str, int] | None, key: str, action: str) -> 
 
 
 def _values(
-    message: ComposedMessage, status: str, attempts: int, outcome: Outcome | None
+    message: ComposedMessage, status: str, attempts: int, outcome: Outcome | None, now: str
 ) -> dict[str, Any]:
-    refused = [] if outcome is None else [[r.address, r.code, r.reply] for r in outcome.refused]
+    refused = "[]" if outcome is None else _refused_json(outcome)
     return {
         "key": message.key,
         "row_number": message.row_number,
@@ -635,10 +665,21 @@ def _values(
         "attempts": attempts,
         "message_id": message.message_id,
         "mail_from": message.envelope.mail_from,
-        "rcpt_tos": json.dumps(list(message.envelope.rcpt_tos)),
-        "refused": json.dumps(refused),
-        "now": _now(),
+        "rcpt_tos": _json_list(message.envelope.rcpt_tos),
+        "refused": refused,
+        "now": now,
     }
+
+
+def _refused_json(outcome: Outcome) -> str:
+    if not outcome.refused:
+        return "[]"
+    return json.dumps([[r.address, r.code, r.reply] for r in outcome.refused])
+
+
+@functools.lru_cache(maxsize=64)  # a message is written twice: marked, then its outcome
+def _json_list(items: tuple[str, ...]) -> str:
+    return json.dumps(list(items))
 
 
 def _entry(row: sqlite3.Row) -> JournalEntry:

@@ -238,7 +238,8 @@ class Runner:
         outcomes = transport.send_batch(messages, before_data, on_answer)
         if journal is not None:
             rest = zip(messages, outcomes, strict=True)
-            journal.record_many((m, o) for m, o in rest if id(m) not in journalled)
+            results = [(m, o) for m, o in rest if id(m) not in journalled]
+            journal.record_many(results, durable=not reserved)
         retries = self.campaign.send.retries
         delay = self.campaign.send.retry_delay
         with self._lock:

@@ -577,8 +577,10 @@ def test_marks_after_a_reservation_keep_the_journal_exact(journal: Journal, path
     journal.record(bob, Outcome(Status.FAILED, 554, "no"))
     assert reserved_rows(path) == []
     assert statuses(journal) == {"ann@x.org": ("sent", 1), "bob@x.org": ("failed", 1)}
+    journal.reserve([ann])  # the guard is at the mark, before any data could go
     with pytest.raises(ValueError, match="already records it as sent"):
-        journal.reserve([ann])
+        journal.mark_in_flight_many([ann])
+    assert statuses(journal)["ann@x.org"] == ("sent", 1)
 
 
 def test_closing_forgets_reservations_that_were_never_marked(path: Path) -> None:
@@ -586,6 +588,20 @@ def test_closing_forgets_reservations_that_were_never_marked(path: Path) -> None
         journal.reserve([message("ann@x.org", 1), message("bob@x.org", 2)])
         journal.mark_in_flight_many([message("ann@x.org", 1)])
     assert reserved_rows(path) == []
+
+
+def test_closing_after_writes_without_a_sync_ends_with_a_synced_write(path: Path) -> None:
+    # The last outcomes of a reserved batch are written without a sync; the synced write
+    # at close puts them on the disk with it.
+    ann = message("ann@x.org", 1)
+    with Journal.open(path) as journal:
+        journal.reserve([ann])
+        journal.mark_in_flight_many([ann])
+        journal.record_many([(ann, Outcome(Status.SENT, 250, "ok"))], durable=False)
+        assert journal.get_meta("synced_at") is None
+    with Journal.open(path) as journal:
+        assert journal.get_meta("synced_at") is not None
+        assert statuses(journal) == {"ann@x.org": ("sent", 1)}
 
 
 def test_a_version_1_journal_is_upgraded_when_written(path: Path) -> None:
