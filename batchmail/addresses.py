@@ -25,6 +25,7 @@ A template author who wants a column to hold a whole address list writes
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -275,8 +276,40 @@ def _addr_spec(spec: str) -> str:
             "its own column, e.g. {{ name }} <{{ email }}>, or mark a column that holds "
             "a whole list with {{ column | address_list }}"
         )
+    if _plainly_valid(spec):
+        return spec
     try:
         validate_email(spec, check_deliverability=False, allow_smtputf8=True)
     except EmailNotValidError as exc:
         raise AddressError(f'"{spec}" is not a valid email address: {exc}') from exc
     return spec
+
+
+# RFC 5322 dot-atom: what email_validator accepts before the @-sign without further checks.
+_DOT_ATOM = re.compile(r"[a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~]+(?:\.[a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~]+)*")
+_MAX_ADDRESS = 254  # octets (RFC 5321 4.5.3.1.3, as email_validator counts them)
+
+
+def _plainly_valid(spec: str) -> bool:
+    """The common address, told valid without the full check: a dot-atom before the @,
+    an ASCII domain (no IDNA form whose Unicode length differs) that email_validator
+    accepted before (its checks of the domain do not depend on the part before the @), and
+    not too long. False sends the address to the full check, which gives the reason."""
+    local, at, domain = spec.rpartition("@")
+    return (
+        bool(at)
+        and len(spec) <= _MAX_ADDRESS
+        and _DOT_ATOM.fullmatch(local) is not None
+        and domain.isascii()
+        and "xn--" not in domain.lower()
+        and _valid_domain(domain)
+    )
+
+
+@functools.lru_cache(maxsize=256)  # most lists have a handful of domains
+def _valid_domain(domain: str) -> bool:
+    try:
+        validate_email(f"a@{domain}", check_deliverability=False, allow_smtputf8=True)
+    except EmailNotValidError:
+        return False
+    return True

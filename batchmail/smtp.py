@@ -169,8 +169,9 @@ class SmtpSession:
         if not window:
             return []
         assert smtp.sock is not None
+        wire = Wire(smtp.sock, getattr(smtp, "debug_log", None))
         pipeline = Pipeline(
-            Wire(smtp.sock, getattr(smtp, "debug_log", None)),
+            wire,
             chunking=chunking,
             reset_first=self._used,
             timeout=self._config.timeout,
@@ -182,6 +183,8 @@ class SmtpSession:
         except BaseException:
             self._drop()  # mid-window: only closing the connection makes the server forget it
             raise
+        finally:
+            wire.close()
         if not result.usable:
             self._drop()
         if chunking:

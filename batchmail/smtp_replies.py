@@ -104,6 +104,7 @@ class TransactionReplies:
         self._data: Reply | None = None  # the reply to DATA (354 to go ahead)
         self._final: Reply | None = None  # to the end of the data, or to BDAT ... LAST
         self._end_expected = False
+        self._said_421 = False  # to any command of the transaction (asked after every reply)
 
     # --- taking replies -----------------------------------------------------------------
 
@@ -121,6 +122,7 @@ class TransactionReplies:
         if not self._expected:
             raise ProtocolError(f"a reply nobody asked for: {reply.code} {reply.text}")
         kind = self._expected.popleft()
+        self._said_421 |= reply.code == 421
         final = kind in ("BDAT", "END")
         if not final and not (_verdict(reply) or (kind == "DATA" and reply.code == 354)):
             raise ProtocolError(f"the server answered {kind} with {reply.code} {reply.text}")
@@ -155,8 +157,7 @@ class TransactionReplies:
     def closes_session(self) -> bool:
         """After these replies the connection is unusable: the server said 421, or it refused
         RSET, or it answered the data with something that is not a verdict."""
-        replies = [self._rset, self._mail, *self._rcpt_replies, self._data, self._final]
-        if any(r is not None and r.code == 421 for r in replies):
+        if self._said_421:
             return True
         if self._rset is not None and not 200 <= self._rset.code < 300:
             return True
@@ -170,8 +171,7 @@ class TransactionReplies:
 
     @property
     def said_421(self) -> bool:
-        replies = [self._rset, self._mail, *self._rcpt_replies, self._data, self._final]
-        return any(r is not None and r.code == 421 for r in replies)
+        return self._said_421
 
     # --- the outcome --------------------------------------------------------------------
 

@@ -49,6 +49,20 @@ class Wire:
         self._retry = 0  # a TLS write that would block must be repeated with the same length
         self._reader = ReplyReader()
         self._source: Iterator[None] | None = None
+        # Made at the first pump and kept until close: a message with DATA is two or three
+        # pumps, and a selector of its own each time cost more than the rest of the I/O.
+        self._selector: selectors.BaseSelector | None = None
+        self._events = 0  # what the selector waits for now
+        self._blocking_timeout: float | None = None  # the socket's timeout before the pumps
+
+    def close(self) -> None:
+        """Give the socket back as it was (blocking, its timeout) for smtplib."""
+        if self._selector is None:
+            return
+        selector, self._selector = self._selector, None
+        selector.close()
+        with contextlib.suppress(OSError):  # already closed: nothing to restore
+            self._sock.settimeout(self._blocking_timeout)
 
     @property
     def queued(self) -> int:
@@ -127,18 +141,16 @@ class Wire:
         """Write and read until ``done()``. ``timeout()`` is how long the next reply may take
         (any progress, written or read, starts the wait again). Raises ``WireLost``;
         ``on_reply`` may raise ``ProtocolError``, which ends the conversation the same way."""
-        sock = self._sock
-        previous = sock.gettimeout()
-        sock.setblocking(False)
+        if self._selector is None:
+            self._blocking_timeout = self._sock.gettimeout()
+            self._sock.setblocking(False)
+            self._selector = selectors.DefaultSelector()
+            self._selector.register(self._sock, selectors.EVENT_READ)
+            self._events = selectors.EVENT_READ
         try:
-            with selectors.DefaultSelector() as selector:
-                selector.register(sock, selectors.EVENT_READ)
-                self._serve(selector, on_reply, done, timeout)
+            self._serve(self._selector, on_reply, done, timeout)
         except ProtocolError as exc:
             raise WireLost(f"the server's replies are out of step: {exc}") from exc
-        finally:
-            with contextlib.suppress(OSError):  # already closed: nothing to restore
-                sock.settimeout(previous)
 
     def _serve(
         self,
@@ -151,8 +163,15 @@ class Wire:
         last_progress = time.monotonic()
         while not done():
             self._refill()
+            if self._out and not self._retry:
+                # The socket can almost always take more at once: no need to ask first.
+                if self._write(on_reply):
+                    last_progress = time.monotonic()
+                self._refill()
             events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._out else 0)
-            selector.modify(sock, events)
+            if events != self._events:
+                selector.modify(sock, events)
+                self._events = events
             left = timeout() - (time.monotonic() - last_progress)
             if left <= 0:
                 raise WireLost(f"no reply within {timeout():g}s")

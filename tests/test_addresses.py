@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from email_validator import validate_email
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from batchmail import addresses
 from batchmail.addresses import (
     Address,
     AddressError,
@@ -225,3 +227,51 @@ def test_refuses_header_values_that_could_inject(value: str, message: str) -> No
         check_header_value("Subject", value)
     assert message in str(caught.value)
     assert "Subject" in str(caught.value)
+
+
+_ADDRESS_PIECES = st.sampled_from(
+    [
+        "a",
+        "Z",
+        "0",
+        ".",
+        "..",
+        "-",
+        "+",
+        "_",
+        "!",
+        "~",
+        "'",
+        "@",
+        "xn--",
+        "é",
+        " ",
+        '"',
+        "(",
+        "example.org",
+        "EXAMPLE.COM",
+        "localhost",
+        "a-.org",
+        "-a.org",
+        "b.c",
+        "1.2.3.4",
+        "x" * 70,
+    ]
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(_ADDRESS_PIECES, min_size=1, max_size=8).map("".join))
+def test_the_shortcut_for_plain_addresses_accepts_only_what_the_full_check_does(
+    spec: str,
+) -> None:
+    # _plainly_valid skips email_validator for the usual address; it must never let
+    # through one that email_validator refuses.
+    if addresses._plainly_valid(spec):
+        validate_email(spec, check_deliverability=False, allow_smtputf8=True)
+
+
+def test_the_shortcut_takes_the_usual_address() -> None:
+    assert addresses._plainly_valid("person.one+news@example.org")
+    assert not addresses._plainly_valid("person@localhost")  # email_validator refuses it
+    assert not addresses._plainly_valid("a" * 250 + "@example.org")  # too long
