@@ -11,15 +11,19 @@ for Markdown. ``{{ column | safe }}`` lets a column hold Markdown on purpose.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from html.parser import HTMLParser
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import css_inline
-import html2text
-import markdown
 from markupsafe import Markup
+
+# Markdown, html2text and css-inline are imported when a campaign first needs them: most
+# campaigns need none, and every `batchmail` command (and every build worker) starts faster.
+if TYPE_CHECKING:
+    import css_inline
+    import markdown
 
 _EXTENSIONS = ["extra", "sane_lists"]
 _local = threading.local()  # a Markdown converter keeps state: one per thread
@@ -32,13 +36,17 @@ class BodyError(ValueError):
 def _converter() -> markdown.Markdown:
     converter: markdown.Markdown | None = getattr(_local, "markdown", None)
     if converter is None:
+        import markdown
+
         converter = markdown.Markdown(extensions=_EXTENSIONS, output_format="html")
         _local.markdown = converter
     return converter
 
 
-# The characters Python-Markdown (with these extensions) unescapes after a backslash.
-_ESCAPED = frozenset(_converter().ESCAPED_CHARS)
+@functools.cache
+def _escaped() -> frozenset[str]:
+    """The characters Python-Markdown (with these extensions) unescapes after a backslash."""
+    return frozenset(_converter().ESCAPED_CHARS)
 
 
 def markdown_escape(value: Any) -> str:
@@ -47,8 +55,9 @@ def markdown_escape(value: Any) -> str:
     if isinstance(value, Markup):  # {{ column | safe }}: the author wants it as Markdown
         return str(value)
     out = []
+    escaped = _escaped()
     for char in str(value):
-        if char in _ESCAPED:
+        if char in escaped:
             out.append("\\" + char)
         elif char == "&":
             out.append("&amp;")
@@ -74,6 +83,8 @@ def markdown_to_html(source: str) -> str:
 def html_to_text(html: str) -> str:
     """A readable plain-text version of an HTML body: headings, emphasis and lists in
     Markdown style, links as [text](url), images left out."""
+    import html2text
+
     converter = html2text.HTML2Text()
     converter.unicode_snob = True  # keep "Zoë", not "Zoe"
     converter.ignore_images = True
@@ -87,11 +98,17 @@ def html_to_text(html: str) -> str:
 
 
 _STYLE_TAG = re.compile(r"<style[\s>]", re.IGNORECASE)
-_INLINER = css_inline.CSSInliner(
-    load_remote_stylesheets=False,  # never fetch a URL while building a message
-    keep_at_rules=True,  # @media rules cannot be inlined; keep them in a <style>
-    keep_link_tags=True,  # leave the author's <link> alone
-)
+
+
+@functools.cache
+def _inliner() -> css_inline.CSSInliner:
+    import css_inline
+
+    return css_inline.CSSInliner(
+        load_remote_stylesheets=False,  # never fetch a URL while building a message
+        keep_at_rules=True,  # @media rules cannot be inlined; keep them in a <style>
+        keep_link_tags=True,  # leave the author's <link> alone
+    )
 
 
 def inline_css(html: str) -> str:
@@ -99,8 +116,10 @@ def inline_css(html: str) -> str:
     as Gmail and Outlook need. HTML without a <style> block is returned as it is."""
     if not _STYLE_TAG.search(html):
         return html
+    import css_inline
+
     try:
-        inlined: str = _INLINER.inline(html)
+        inlined: str = _inliner().inline(html)
     except (css_inline.InlineError, ValueError) as exc:
         raise BodyError(f"cannot inline the CSS of the HTML part: {exc}") from exc
     return inlined if inlined.endswith("\n") else inlined + "\n"

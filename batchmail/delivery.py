@@ -27,7 +27,6 @@ from batchmail.outcomes import ComposedMessage, Envelope, Outcome
 from batchmail.recipients import read_recipients
 from batchmail.report import DONE, count_statuses, journal_path, recipient_statuses
 from batchmail.runner import Progress, Runner, RunSummary, Selector, select_pending
-from batchmail.sink import embedded_sink
 from batchmail.smtp import SmtpSession
 
 
@@ -246,6 +245,8 @@ def _routes(
     if every[0].embedded:
         config = every[0]
         maildir = campaign.state_dir / "sink"
+        from batchmail.sink import embedded_sink  # aiosmtpd: imported only when it serves
+
         with embedded_sink(maildir) as (host, port):
             sessions = [
                 SmtpSession(config, None, host=host, port=port, window=window, debug=debug)
