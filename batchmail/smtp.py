@@ -52,6 +52,9 @@ _QUIT_TIMEOUT = 5.0  # a server that is gone should not hold up the end of a run
 # dropped connection shrinks the window for a while: see _adapt_ceiling.)
 WINDOW_CHUNKING = 64
 WINDOW_PIPELINING = 32
+# A BDAT batch is this many windows: the window slides through it as replies come, and the
+# journal reserves the batch with one sync (smtp_pipeline, runner).
+WINDOWS_PER_BATCH = 4
 
 
 class _ProtocolError(Exception):
@@ -123,10 +126,14 @@ class SmtpSession:
     @property
     def window(self) -> int:
         """How many messages a batch should have: 1 without pipelining (or before connect,
-        when it is not known yet); else ``window`` as given, or the measured default."""
+        when it is not known yet); with DATA, ``window`` as given or the measured default;
+        with BDAT, several windows, which slide through the batch (see smtp_pipeline)."""
         mode = self.pipelining
         if mode is None:
             return 1
+        return self._in_flight(mode) * (WINDOWS_PER_BATCH if mode == "chunking" else 1)
+
+    def _in_flight(self, mode: str) -> int:
         size = self._configured_window(mode)
         return min(size, self._ceiling) if self._ceiling else size
 
@@ -176,6 +183,7 @@ class SmtpSession:
             reset_first=self._used,
             timeout=self._config.timeout,
             data_timeout=self._config.data_timeout,
+            in_flight=self._in_flight("chunking") if chunking else 0,
         )
         self._used = True
         try:
@@ -188,7 +196,7 @@ class SmtpSession:
         if not result.usable:
             self._drop()
         if chunking:
-            self._adapt_ceiling(len(window), result.outcomes)
+            self._adapt_ceiling(self._in_flight("chunking"), result.outcomes)
         return result.outcomes
 
     def _adapt_ceiling(self, size: int, outcomes: Sequence[Outcome]) -> None:

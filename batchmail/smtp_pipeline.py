@@ -1,12 +1,15 @@
 """A window of mail transactions pipelined on one connection (RFC 2920), and what became of
 each message.
 
-With CHUNKING (RFC 3030) the whole window goes out at once: for each message [RSET,] MAIL,
-every RCPT and ``BDAT <size> LAST`` followed by the data as is (no dot-stuffing), after one
-``before_data`` call for the window. Without it, DATA needs its 354 before the data, so each
-message costs one round trip: [RSET,] MAIL, RCPTs and DATA in one write; then, after the 354
-and ``before_data`` for that message alone, its dot-stuffed data together with the next
-message's commands. Replies are matched to transactions strictly in order.
+With CHUNKING (RFC 3030) transactions stream back to back: for each message [RSET,] MAIL,
+every RCPT and ``BDAT <size> LAST`` followed by the data as is (no dot-stuffing), with at
+most ``in_flight`` transactions unanswered; each group of them is announced to
+``before_data`` before its first byte goes out, and more are sent as replies come (a sliding
+window: the server never waits for us to hear a whole window back). Without CHUNKING, DATA
+needs its 354 before the data, so each message costs one round trip: [RSET,] MAIL, RCPTs and
+DATA in one write; then, after the 354 and ``before_data`` for that message alone, its
+dot-stuffed data together with the next message's commands. Replies are matched to
+transactions strictly in order.
 """
 
 from __future__ import annotations
@@ -54,9 +57,12 @@ class Pipeline:
         reset_first: bool,
         timeout: float,
         data_timeout: float,
+        in_flight: int = 0,
     ) -> None:
         self._wire = wire
         self._chunking = chunking
+        # BDAT transactions sent and not yet answered, at most (0: the whole window).
+        self._in_flight = in_flight
         self._reset_first = reset_first
         self._timeout = timeout
         self._data_timeout = data_timeout
@@ -92,7 +98,7 @@ class Pipeline:
         if problem is not None:
             self._lost = problem
         elif self._chunking:
-            self._send_chunked(entries, before_data)
+            self._send_chunked(entries, before_data, answered)
         else:
             self._send_with_data(entries, before_data, answered)
         # The first transaction counts as tried whatever happened: it pays for a connection
@@ -105,20 +111,40 @@ class Pipeline:
 
     # --- the two ways ---------------------------------------------------------------------
 
-    def _send_chunked(self, entries: list[Entry], before_data: BeforeData) -> None:
-        before_data([entry.message for entry in entries])
-        self._wire.source(self._chunked(entries))
+    def _send_chunked(
+        self, entries: list[Entry], before_data: BeforeData, answered: Answered | None
+    ) -> None:
+        self._wire.source(self._chunked(entries, before_data, answered))
         self._exchange()
 
-    def _chunked(self, entries: list[Entry]) -> Iterator[None]:
-        """Queues one transaction per step, as the wire asks for more."""
-        for entry in entries:
+    def _chunked(
+        self, entries: list[Entry], before_data: BeforeData, answered: Answered | None
+    ) -> Iterator[bool]:
+        """Queues one transaction per step, as the wire asks for more; True while the
+        window is full (the next transaction waits for a reply)."""
+        limit = self._in_flight or len(entries)
+        group = max(1, limit // 4)  # announced to before_data together: one journal write
+        done = 0  # entries, from the first, with every reply in
+        reported = 0  # entries, from the first, handed to ``answered``
+        for index, entry in enumerate(entries):
+            while True:
+                while done < index and entries[done].replies.answered:
+                    done += 1
+                if index - done < limit:
+                    break
+                yield True
+            if index % group == 0:
+                if answered is not None:
+                    for finished in entries[reported:done]:
+                        answered(finished.message, finished.replies.outcome(finished.sent))
+                    reported = done
+                before_data([e.message for e in entries[index : index + group]])
             self._envelope(entry)
             payload = crlf_lines(entry.message.data, entry.message.crlf_only)
             self._command(entry, f"BDAT {len(payload)} LAST", awaits=False)
             self._wire.data(payload, functools.partial(entry.mark, Sent.DATA))
             self._awaiting.append((entry, self._wire.queued))  # answered after the chunk
-            yield
+            yield False
 
     def _send_with_data(
         self, entries: list[Entry], before_data: BeforeData, answered: Answered | None

@@ -37,7 +37,9 @@ class Wire:
 
     What to send can also come from ``source``: each step of that iterator queues more
     (say, one transaction), and it is stepped only while less than a megabyte waits to be
-    written, so a window of large messages is never all in memory at once."""
+    written, so a window of large messages is never all in memory at once. A step that
+    returns True queued nothing: the source waits for replies, and is asked again after the
+    next ones are read."""
 
     def __init__(self, sock: socket.socket, log: DebugLog | None = None) -> None:
         self._sock = sock
@@ -48,7 +50,7 @@ class Wire:
         self._on_written: deque[tuple[int, Callable[[], None]]] = deque()  # (stream end, call)
         self._retry = 0  # a TLS write that would block must be repeated with the same length
         self._reader = ReplyReader()
-        self._source: Iterator[None] | None = None
+        self._source: Iterator[bool] | None = None
         # Made at the first pump and kept until close: a message with DATA is two or three
         # pumps, and a selector of its own each time cost more than the rest of the I/O.
         self._selector: selectors.BaseSelector | None = None
@@ -85,14 +87,17 @@ class Wire:
         self._retry = 0
         self._source = None
 
-    def source(self, steps: Iterator[None]) -> None:
+    def source(self, steps: Iterator[bool]) -> None:
         self._source = steps
         self._refill()
 
     def _refill(self) -> None:
         while self._source is not None and len(self._out) < _HIGH_WATER:
-            if next(self._source, StopIteration) is StopIteration:
+            waiting = next(self._source, None)
+            if waiting is None:
                 self._source = None
+            elif waiting:
+                return
 
     def command(
         self, line: str, encoding: str = "ascii", on_written: Callable[[], None] | None = None

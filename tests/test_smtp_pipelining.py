@@ -131,16 +131,60 @@ def test_a_window_goes_out_pipelined_and_every_message_arrives_once(
 def test_window_is_one_without_pipelining_and_the_measured_default_with_it(
     start_smtp_server: StartServer,
 ) -> None:
-    for mode, expected in (("plain", 1), ("pipelining", 32), ("chunking", 64)):
+    # With BDAT a batch is WINDOWS_PER_BATCH windows, which slide through it.
+    for mode, expected, per_window in (("plain", 1, 1), ("pipelining", 32, 1), ("chunking", 64, 4)):
         server = start_smtp_server(mode=mode)
         session = SmtpSession(make_smtp_config(server))
         assert session.window == 1  # not connected: nothing known yet
         with session:
             session.connect()
-            assert session.window == expected
+            assert session.window == expected * per_window
         with SmtpSession(make_smtp_config(server), window=5) as session:
             session.connect()
-            assert session.window == (1 if mode == "plain" else 5)
+            assert session.window == (1 if mode == "plain" else 5 * per_window)
+
+
+class SlowDataHandler(RecordingHandler):
+    """Takes a little while over each message, as a real server does."""
+
+    async def on_data(self, server: SMTP, session: Session, envelope: Envelope) -> str | None:
+        await asyncio.sleep(0.01)
+        return None
+
+
+def test_the_bdat_window_slides_with_never_more_than_window_unanswered(
+    start_smtp_server: StartServer,
+) -> None:
+    server = start_smtp_server(SlowDataHandler(), mode="chunking")
+    recorder = Recorder()
+    session = SmtpSession(make_smtp_config(server), None, window=4, debug=recorder.debug)
+    session.connect()
+    start = len(recorder.lines)
+    assert session.window == 16
+    outcomes = session.send_batch(batch(16), recorder.before_data)
+    assert statuses(outcomes) == [Status.SENT] * 16
+    assert server.message_ids() == row_ids(*range(1, 17))
+
+    # Replies come strictly in command order: the n-th reply answers the n-th command. The
+    # debug log has each command when it is queued (about to go out) and each reply when read.
+    commands = replies = 0
+    bdat_at: list[int] = []  # each BDAT's place among the commands
+    unanswered: list[int] = []  # BDATs queued and not answered, each time one is queued
+    for line in recorder.lines[start:]:
+        if line.startswith("S: "):
+            replies += line[6:7] != "-"  # a multiline reply counts once, at its last line
+        elif line.startswith("C: ") and not line.startswith("C: <data"):
+            if line.startswith("C: BDAT"):
+                bdat_at.append(commands)
+                unanswered.append(sum(at >= replies for at in bdat_at))
+            commands += 1
+    assert len(bdat_at) == 16
+    assert max(unanswered) == 4  # the window is used ...
+    assert unanswered[4:] == [4] * 12  # ... and refilled as each reply comes: it slides
+    # Each message was announced to before_data (the journal's mark) before its data.
+    assert recorder.rows == [[n] for n in range(1, 17)]
+    assert [data_before for _, data_before in recorder.calls] == list(range(16))
+    session.close()
 
 
 def test_bdat_carries_the_data_as_is_and_data_dot_stuffed(start_smtp_server: StartServer) -> None:
@@ -379,8 +423,8 @@ def test_after_a_bdat_window_is_lost_batches_shrink_then_grow_back(
     server.handler.drop_after = 2  # type: ignore[attr-defined]
     session = SmtpSession(make_smtp_config(server), None, window=32)
     session.connect()
-    messages = [make_message(n, f"user{n}@example.org") for n in range(1, 200)]
-    assert session.window == 32
+    messages = [make_message(n, f"user{n}@example.org") for n in range(1, 500)]
+    assert session.window == 32 * 4  # four windows to a batch
     first = session.send_batch(messages[:32], lambda going: None)
     assert statuses(first) == [Status.SENT] * 2 + [Status.UNKNOWN] * 30
     sizes = []
@@ -393,7 +437,8 @@ def test_after_a_bdat_window_is_lost_batches_shrink_then_grow_back(
         outcomes = session.send_batch(messages[sent : sent + size], lambda going: None)
         assert set(statuses(outcomes)) == {Status.SENT}
         sent += size
-    assert sizes[:4] == [8, 16, 32, 32]  # a quarter of the lost window, then doubling back
+    # A quarter of the lost window, then doubling back (four windows to a batch).
+    assert sizes[:4] == [8 * 4, 16 * 4, 32 * 4, 32 * 4]
     received_at_most_once(server)
     session.close()
 

@@ -21,7 +21,7 @@ from servers import make_message
 
 from batchmail.campaign import SmtpConfig
 from batchmail.outcomes import ComposedMessage, Outcome, Status
-from batchmail.smtp import WINDOW_CHUNKING, SmtpSession
+from batchmail.smtp import WINDOW_CHUNKING, WINDOWS_PER_BATCH, SmtpSession
 from batchmail.transport import NOT_SENT
 
 
@@ -104,10 +104,12 @@ def test_postfix_takes_a_bdat_window_with_refusals_inside(
     calls: list[int] = []
     with SmtpSession(config(postfix_smtpd)) as session:
         session.connect()
-        assert (session.pipelining, session.window) == ("chunking", WINDOW_CHUNKING)
+        window = WINDOW_CHUNKING * WINDOWS_PER_BATCH
+        assert (session.pipelining, session.window) == ("chunking", window)
         outcomes = session.send_batch(messages, lambda going: calls.append(len(going)))
         assert session.connected
-    assert calls == [40]  # BDAT: once for the whole window, before any data
+    # BDAT: once for each group of a quarter window, before that group's data.
+    assert calls == [16, 16, 8]
     expected = [Status.SENT] * 40
     expected[6], expected[18] = Status.FAILED, Status.DEFERRED
     assert statuses(outcomes) == expected
