@@ -104,8 +104,10 @@ _INSERT = f"""
     VALUES (:key, :row_number, :status, :code, :reply, :attempts, :message_id, :mail_from,
             :rcpt_tos, :refused, :now, :now)
 """
+# The reply to a message this journal marked in flight (and nothing else: see _record).
 _OUTCOME = (
-    "UPDATE entries SET status = ?, code = ?, reply = ?, refused = ?, updated_at = ? WHERE key = ?"
+    "UPDATE entries SET status = ?, code = ?, reply = ?, refused = ?, updated_at = ?"
+    f" WHERE key = ? AND status = '{IN_FLIGHT}'"
 )
 # Primary SQLite result code -> what the user can do about it.
 _HINTS = {
@@ -182,6 +184,7 @@ class Journal:
         self._boot_id = boot_id()
         self._reserved: set[str] = set()  # keys this journal reserved and has not marked yet
         self._unsynced = False  # the last commit was not synced to the disk
+        self._marked: set[str] = set()  # keys marked in flight here, outcome not recorded
 
     @classmethod
     def open(cls, path: Path) -> Journal:
@@ -293,17 +296,13 @@ class Journal:
         with self._writing(durable=not reserved) as connection:
             now = _now()
             for message, outcome in answered:
-                _record(connection, message, outcome, now)
+                self._record(connection, message, outcome, now)
             for message in messages:
                 # Marked, the reservation has done its work (and must not outlive the mark).
                 connection.execute("DELETE FROM reserved WHERE key = ?", (message.key,))
-                previous = _status_and_attempts(connection, message.key)
-                _refuse_if_sent(previous, message.key, "mark in flight")
-                attempts = 1 if previous is None else previous[1] + 1
-                # No reply yet for this attempt: an earlier attempt's reply must not linger.
-                values = _values(message, IN_FLIGHT, attempts, None, now)
-                connection.execute(_INSERT if previous is None else _UPSERT, values)
+                _mark(connection, message, now)
             self._reserved.difference_update(message.key for message in messages)
+            self._marked.update(message.key for message in messages)
 
     def record(self, message: ComposedMessage, outcome: Outcome) -> None:
         """Record, durably, the server's answer (or its absence) for one message."""
@@ -318,7 +317,7 @@ class Journal:
         with self._writing(durable) as connection:
             now = _now()
             for message, outcome in results:
-                _record(connection, message, outcome, now)
+                self._record(connection, message, outcome, now)
 
     def entries(self) -> Iterator[JournalEntry]:
         """Every entry in CSV row order, read from a cursor one at a time."""
@@ -435,6 +434,19 @@ class Journal:
                     with contextlib.suppress(sqlite3.Error):
                         connection.execute("PRAGMA synchronous = NORMAL")
 
+    def _record(
+        self, connection: sqlite3.Connection, message: ComposedMessage, outcome: Outcome, now: str
+    ) -> None:
+        if message.key in self._marked:
+            self._marked.discard(message.key)
+            # Marked in flight by this journal: only the reply changes (and no index).
+            refused = _refused_json(outcome)
+            status = Status(outcome.status).value
+            values = (status, outcome.code, outcome.reply, refused, now, message.key)
+            if connection.execute(_OUTCOME, values).rowcount == 1:
+                return
+        _record(connection, message, outcome, now)
+
     def _open_connection(self) -> sqlite3.Connection:
         if self._connection is None:
             raise ValueError(f"the journal {self.path} is closed")
@@ -454,14 +466,21 @@ def _record(
     else:
         attempts = previous[1] + 1
     status = Status(outcome.status).value
-    if previous is not None and previous[0] == IN_FLIGHT:
-        # The common case, once per message: only the reply changes (and no index).
-        refused = _refused_json(outcome)
-        connection.execute(
-            _OUTCOME, (status, outcome.code, outcome.reply, refused, now, message.key)
-        )
-        return
     connection.execute(_UPSERT, _values(message, status, attempts, outcome, now))
+
+
+def _mark(connection: sqlite3.Connection, message: ComposedMessage, now: str) -> None:
+    """The message is in flight: a new attempt, with no reply yet (an earlier attempt's
+    reply must not linger)."""
+    try:  # the usual case, a recipient never tried: no need to look first
+        connection.execute(_INSERT, _values(message, IN_FLIGHT, 1, None, now))
+        return
+    except sqlite3.IntegrityError:
+        pass  # tried before: this statement alone failed, the transaction goes on
+    previous = _status_and_attempts(connection, message.key)
+    _refuse_if_sent(previous, message.key, "mark in flight")
+    attempts = 1 if previous is None else previous[1] + 1
+    connection.execute(_UPSERT, _values(message, IN_FLIGHT, attempts, None, now))
 
 
 def _connect(path: Path, database: str, uri: bool) -> sqlite3.Connection:
