@@ -61,7 +61,8 @@ class MessageFactory:
 
 def check_campaign(campaign: Campaign) -> CheckReport:
     """Everything `run` would do short of contacting a server, for every row."""
-    from batchmail.build_pool import build_all  # it builds with MessageFactory, from here
+    # It builds with MessageFactory, from here.
+    from batchmail.build_pool import CHECK_PARALLEL_AFTER, build_all
 
     rows = 0
     csv_problems: list[tuple[int, tuple[Problem, ...]]] = []
@@ -80,7 +81,13 @@ def check_campaign(campaign: Campaign) -> CheckReport:
     date = datetime(2000, 1, 1, tzinfo=UTC)
     built_problems = [
         (recipient.row_number, built)
-        for recipient, built in build_all(campaign, readable(), lambda: date, keep_bytes=False)
+        for recipient, built in build_all(
+            campaign,
+            readable(),
+            lambda: date,
+            keep_bytes=False,
+            parallel_after=CHECK_PARALLEL_AFTER,
+        )
         if isinstance(built, tuple)
     ]
     problems = [

@@ -59,7 +59,7 @@ def test_a_check_reports_problems_in_row_order_across_workers(
     lines = csv.read_text().splitlines()
     lines[101] += ",an extra field"  # row 101: a CSV problem, found here, not in a worker
     csv.write_text("\n".join(lines) + "\n")
-    monkeypatch.setattr(build_pool, "PARALLEL_AFTER", 10)
+    monkeypatch.setattr(build_pool, "CHECK_PARALLEL_AFTER", 10)
     report = check_campaign(load_campaign(path))
     assert report.rows == 300
     wheres = [problem.where for problem in report.problems]
