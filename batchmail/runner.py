@@ -110,6 +110,7 @@ class Runner:
         self._daily_left: int | None = None  # messages the daily limit still allows
         self._daily_frees_at: datetime | None = None
         self._summary = RunSummary()
+        self._handed_out = 0  # messages taken from the source (retries not counted)
 
     def run(self) -> RunSummary:
         total = 0
@@ -162,10 +163,15 @@ class Runner:
                 batch.append((retry.message, retry.attempt))
             if self._daily_left is not None:
                 size = min(size, self._daily_left)
+            if len(self.transports) > 1:
+                # The last batches are shared out evenly: no session goes on alone at the end.
+                left = self._summary.selected - self._handed_out
+                size = max(1, min(size, -(-left // len(self.transports))))
             while len(batch) < size and (not batch or self._bucket.available()):
                 message = next(self._source, None)
                 if message is None:
                     break
+                self._handed_out += 1
                 batch.append((message, 0))
             if self._daily_left is not None:
                 self._daily_left -= len(batch)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import collections
 import csv
 import mailbox
 import shutil
 from pathlib import Path
 
 import pytest
+from aiosmtpd.smtp import SMTP, Envelope, Session
 from campaign_files import batchmail, parse, people, status_json, write_campaign
-from servers import PASSWORD, USERNAME, SmtpTestServer
+from servers import PASSWORD, USERNAME, RecordingHandler, SmtpTestServer, StartServer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -493,6 +495,34 @@ def test_parallel_sessions_share_the_work_and_send_each_recipient_once(
     assert len(ids) == 30 and len(set(ids)) == 30
     assert smtp_server.commands.count("EHLO") == 3
     assert status_json(campaign)["counts"]["sent"] == 30
+
+
+class PeerCountingHandler(RecordingHandler):
+    """Counts the messages each connection carried."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.per_connection: collections.Counter[object] = collections.Counter()
+
+    async def on_data(self, server: SMTP, session: Session, envelope: Envelope) -> str | None:
+        self.per_connection[session.peer] += 1
+        return None
+
+
+def test_parallel_sessions_share_out_a_short_list(
+    tmp_path: Path, start_smtp_server: StartServer
+) -> None:
+    # 100 messages would fit one BDAT batch (256): one session would take them all and the
+    # others would wait with nothing to do.
+    handler = PeerCountingHandler()
+    server = start_smtp_server(handler)
+    campaign = write_campaign(tmp_path, people(100), server=server, send={"sessions": 4})
+    result = batchmail("run", campaign)
+    assert result.returncode == 0, result.stderr
+    assert len(set(server.message_ids())) == 100
+    counts = sorted(handler.per_connection.values())
+    assert len(counts) == 4 and sum(counts) == 100, counts
+    assert counts[0] >= 10 and counts[-1] <= 45, counts
 
 
 def test_a_changed_campaign_needs_allow_changed_to_carry_on(
