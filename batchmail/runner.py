@@ -3,9 +3,10 @@ fresh sessions, parallel sessions.
 
 Durability order for every message (think SIGKILL at each line):
   1. the transport calls ``before_data`` when the server is ready for the data, and the
-     journal marks the messages in flight, durably, before the first byte of data goes out;
+     journal marks the messages in flight, committed, before the first byte of data goes out
+     (on disk too: synced, or covered by the synced reservation of the batch; see journal);
   2. the server replies;
-  3. the outcomes are journalled, durably.
+  3. the outcomes are journalled, committed (on disk by the next synced write).
 A kill between 1 and 3 leaves the message ``unknown`` (it may have arrived), never pending,
 so no later run sends it again unless the user asks with ``resend --include-unknown``.
 """
