@@ -14,6 +14,7 @@ dies, the chunks it held are built here instead: building is pure, so nothing is
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import multiprocessing
 import os
@@ -71,19 +72,23 @@ def build_all(
     recipients: Iterable[Recipient],
     date: Callable[[], datetime],
     *,
-    keep_bytes: bool = True,
+    keep_bytes: bool | Callable[[], bool] = True,
     workers: int | None = None,
     parallel_after: int | None = None,
 ) -> Iterator[tuple[Recipient, Built]]:
-    """Each recipient with its built message (or problems), in the order given."""
+    """Each recipient with its built message (or problems), in the order given.
+    ``keep_bytes`` may be a question, asked as rows are handed out: whether their messages
+    are still wanted (else a good row's result is None)."""
     from batchmail.check import MessageFactory
 
+    if not callable(keep_bytes):
+        keep_bytes = functools.partial(bool, keep_bytes)
     factory = MessageFactory.prepare(campaign)
     workers = worker_count() if workers is None else workers
     first = PARALLEL_AFTER if parallel_after is None else parallel_after
     rows = iter(recipients)
     for count, recipient in enumerate(rows, 1):
-        yield recipient, _build(factory, recipient, date(), keep_bytes)
+        yield recipient, _build(factory, recipient, date(), keep_bytes())
         if count >= first and workers > 1:
             break
     else:
@@ -107,7 +112,11 @@ def _build(
 
 class _Pool:
     def __init__(
-        self, campaign: Campaign, factory: MessageFactory, workers: int, keep_bytes: bool
+        self,
+        campaign: Campaign,
+        factory: MessageFactory,
+        workers: int,
+        keep_bytes: Callable[[], bool],
     ) -> None:
         self._campaign = campaign
         self._factory = factory  # for chunks a dead worker left behind
@@ -120,7 +129,7 @@ class _Pool:
     ) -> Iterator[tuple[Recipient, Built]]:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["batchmail.build_pool", "batchmail.check"])
-        pending: deque[tuple[list[Recipient], Future[list[Built]] | None]] = deque()
+        pending: deque[tuple[list[Recipient], Future[list[Built]] | None, bool]] = deque()
         executor = ProcessPoolExecutor(
             self._workers,
             context,
@@ -135,18 +144,17 @@ class _Pool:
                     if not chunk:
                         break
                     future = None
+                    keep_bytes = self._keep_bytes()
                     if not broken:
                         try:
                             with _main_script_hidden():
-                                future = executor.submit(
-                                    _build_chunk, chunk, date(), self._keep_bytes
-                                )
+                                future = executor.submit(_build_chunk, chunk, date(), keep_bytes)
                         except BrokenProcessPool:
                             broken = True
-                    pending.append((chunk, future))
+                    pending.append((chunk, future, keep_bytes))
                 if not pending:
                     return
-                chunk, future = pending.popleft()
+                chunk, future, keep_bytes = pending.popleft()
                 results = None
                 if future is not None:
                     try:
@@ -154,18 +162,18 @@ class _Pool:
                     except BrokenProcessPool:
                         broken = True
                 if results is None:
-                    results = [_build(self._factory, r, date(), self._keep_bytes) for r in chunk]
-                self._resize(results)
+                    results = [_build(self._factory, r, date(), keep_bytes) for r in chunk]
+                self._resize(results, keep_bytes)
                 yield from zip(chunk, results, strict=True)
         finally:
             executor.shutdown(wait=False, cancel_futures=True)
 
-    def _resize(self, results: list[Built]) -> None:
+    def _resize(self, results: list[Built], keep_bytes: bool) -> None:
         sizes = [len(r.data) for r in results if isinstance(r, ComposedMessage)]
         if sizes:
             average = max(1, sum(sizes) // len(sizes))
             self._chunk = max(1, min(MAX_CHUNK, CHUNK_BYTES // average))
-        elif not self._keep_bytes:
+        elif not keep_bytes:
             self._chunk = MAX_CHUNK  # a check carries nothing back
 
 

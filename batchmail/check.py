@@ -13,6 +13,7 @@ from batchmail.campaign import Campaign
 from batchmail.compose import Composer
 from batchmail.errors import CampaignError, Problem
 from batchmail.outcomes import ComposedMessage
+from batchmail.prebuilt import Prebuilt
 from batchmail.recipients import Recipient, read_rows
 from batchmail.render import Renderer
 
@@ -59,8 +60,9 @@ class MessageFactory:
         return message
 
 
-def check_campaign(campaign: Campaign) -> CheckReport:
-    """Everything `run` would do short of contacting a server, for every row."""
+def check_campaign(campaign: Campaign, keep: Prebuilt | None = None) -> CheckReport:
+    """Everything `run` would do short of contacting a server, for every row. With ``keep``,
+    the messages are dated now and kept there (as far as it takes them) for the run."""
     # It builds with MessageFactory, from here.
     from batchmail.build_pool import CHECK_PARALLEL_AFTER, build_all
 
@@ -76,20 +78,21 @@ def check_campaign(campaign: Campaign) -> CheckReport:
             else:
                 yield row.recipient
 
-    # One fixed date: the check is about content, and this keeps it deterministic.
-    # Template problems raise CampaignError before the first row is read.
-    date = datetime(2000, 1, 1, tzinfo=UTC)
-    built_problems = [
-        (recipient.row_number, built)
-        for recipient, built in build_all(
-            campaign,
-            readable(),
-            lambda: date,
-            keep_bytes=False,
-            parallel_after=CHECK_PARALLEL_AFTER,
-        )
-        if isinstance(built, tuple)
-    ]
+    # One fixed date unless the messages are kept: the check is about content, and this
+    # keeps it deterministic. Template problems raise CampaignError before any row is read.
+    fixed = datetime(2000, 1, 1, tzinfo=UTC)
+    built_problems: list[tuple[int, tuple[Problem, ...]]] = []
+    for recipient, built in build_all(
+        campaign,
+        readable(),
+        (lambda: datetime.now(UTC)) if keep else (lambda: fixed),
+        keep_bytes=keep.wants_more if keep else False,
+        parallel_after=CHECK_PARALLEL_AFTER,
+    ):
+        if isinstance(built, tuple):
+            built_problems.append((recipient.row_number, built))
+        elif built is not None and keep is not None:
+            keep.keep(built)
     problems = [
         problem
         for _, row_problems in heapq.merge(csv_problems, built_problems, key=lambda p: p[0])
@@ -105,9 +108,10 @@ def check_campaign(campaign: Campaign) -> CheckReport:
     return CheckReport(rows, tuple(problems), tuple(campaign_warnings(campaign, rows)))
 
 
-def require_valid(campaign: Campaign) -> int:
-    """Raise CampaignError unless every row is good; return the number of rows."""
-    report = check_campaign(campaign)
+def require_valid(campaign: Campaign, keep: Prebuilt | None = None) -> int:
+    """Raise CampaignError unless every row is good; return the number of rows. ``keep``:
+    see check_campaign."""
+    report = check_campaign(campaign, keep)
     if not report.ok:
         raise CampaignError(report.problems)
     return report.rows

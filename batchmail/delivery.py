@@ -24,6 +24,7 @@ from batchmail.fingerprint import campaign_fingerprint, changed_parts, encode
 from batchmail.journal import Journal
 from batchmail.outbox import Outbox
 from batchmail.outcomes import ComposedMessage, Envelope, Outcome
+from batchmail.prebuilt import Prebuilt
 from batchmail.recipients import read_recipients
 from batchmail.report import DONE, count_statuses, journal_path, recipient_statuses
 from batchmail.runner import Progress, Runner, RunSummary, Selector, select_pending
@@ -41,10 +42,13 @@ class RunResult:
 
 def dry_run(campaign: Campaign, out_dir: Path | None, progress: Progress | None) -> RunResult:
     """Write each message as a .eml file plus manifest.csv; no server, no journal."""
-    require_valid(campaign)
+    prebuilt = Prebuilt()
+    require_valid(campaign, prebuilt)
     directory = out_dir or campaign.state_dir / "outbox"
     outbox = Outbox(directory)
-    runner = Runner(campaign, [outbox], None, select=lambda entry: True, progress=progress)
+    runner = Runner(
+        campaign, [outbox], None, select=lambda entry: True, progress=progress, prebuilt=prebuilt
+    )
     return RunResult(runner.run(), True, str(directory))
 
 
@@ -56,11 +60,15 @@ def send(
     debug: Callable[[str], None] | None = None,
 ) -> RunResult:
     """`run` (pending recipients) or `resend` (with a resend selector)."""
-    require_valid(campaign)
+    # With several sender accounts each runner goes through every row: build them again.
+    prebuilt = Prebuilt() if len(campaign.smtp_accounts) == 1 else None
+    require_valid(campaign, prebuilt)
     with campaign_lock(campaign), Journal.open(journal_path(campaign)) as journal:
         _check_fingerprint(campaign, journal, allow_changed)
         with _routes(campaign, debug) as routes:
-            summary, capped_by = _run_accounts(campaign, routes, journal, select, progress)
+            summary, capped_by = _run_accounts(
+                campaign, routes, journal, select, progress, prebuilt
+            )
         counts = count_statuses(recipient_statuses(campaign, journal))
     all_sent = sum(counts.values()) == sum(counts[status] for status in DONE)
     return RunResult(summary, all_sent, _where(routes), capped_by)
@@ -81,6 +89,7 @@ def _run_accounts(
     journal: Journal,
     select: Selector,
     progress: Progress | None,
+    prebuilt: Prebuilt | None = None,
 ) -> tuple[RunSummary, str]:
     """A runner per account, each sending only the messages whose From it matches, with its
     own rate and daily limit (its own messages counted); the summaries merged, and which
@@ -104,6 +113,7 @@ def _run_accounts(
             progress=shared,
             accept=accounts.owned_by(every, index) if several else None,
             sent_since=sent_since if several else None,
+            prebuilt=prebuilt,
         )
         summary = runner.run()
         summaries.append(summary)

@@ -24,13 +24,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from batchmail import clock
-from batchmail.build_pool import build_all
+from batchmail.build_pool import Built, build_all
 from batchmail.campaign import Campaign
-from batchmail.errors import CampaignError, RunAborted
+from batchmail.errors import CampaignError, Problem, RunAborted
 from batchmail.journal import Journal, JournalEntry, with_entries
 from batchmail.outcomes import ComposedMessage, Outcome, Status
+from batchmail.prebuilt import Prebuilt
 from batchmail.ratelimit import TokenBucket
-from batchmail.recipients import read_recipients
+from batchmail.recipients import Recipient, read_recipients
 from batchmail.suppression import is_suppressed, load_exclusions
 from batchmail.transport import NOT_SENT, Transport
 
@@ -96,6 +97,8 @@ class Runner:
     # ``accept`` takes, and its daily limit counts with ``sent_since`` (default: the journal's).
     accept: Callable[[ComposedMessage], bool] | None = None
     sent_since: Callable[[str], tuple[int, str | None]] | None = None
+    # The messages the check before the run built: taken instead of building them again.
+    prebuilt: Prebuilt | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()  # guards the source, the retries, summary and progress
@@ -142,7 +145,7 @@ class Runner:
         # Asked again now, not from the first pass: another account's runner may have sent it.
         rows = with_entries(self.journal, read_recipients(self.campaign.recipients))
         selected = (recipient for recipient, entry in rows if self.select(entry))
-        for _, built in build_all(self.campaign, selected, lambda: datetime.now(UTC)):
+        for built in self._built(selected):
             if isinstance(built, tuple):  # the row changed since the check
                 raise CampaignError(built)
             assert built is not None  # with keep_bytes, a good row carries its message
@@ -151,6 +154,28 @@ class Runner:
             if is_suppressed(built, exclusions):
                 self._summary.suppressed += 1  # under self._lock: see _next_batch
                 continue
+            yield built
+
+    def _built(self, selected: Iterator[Recipient]) -> Iterator[Built]:
+        """Each selected row's message: the one the check kept, if it did, else built now."""
+        if self.prebuilt is not None:
+            last = self.prebuilt.last_row
+            kept = self.prebuilt.take()
+            for recipient in selected:
+                if recipient.row_number > last:
+                    selected = itertools.chain([recipient], selected)
+                    break
+                # Kept messages not selected (sent by an earlier run) are passed over.
+                message = next((m for m in kept if m.row_number >= recipient.row_number), None)
+                if message is None or (message.row_number, message.key) != (
+                    recipient.row_number,
+                    recipient.key,
+                ):
+                    raise CampaignError([_changed(self.campaign, recipient.row_number)])
+                yield message
+            else:
+                return
+        for _, built in build_all(self.campaign, selected, lambda: datetime.now(UTC)):
             yield built
 
     def _next_batch(self, size: int) -> list[tuple[ComposedMessage, int]] | float | None:
@@ -342,6 +367,13 @@ class Runner:
 
 
 _DAY = timedelta(days=1)
+
+
+def _changed(campaign: Campaign, row_number: int) -> Problem:
+    return Problem(
+        f"{campaign.recipients.file.name}, row {row_number}",
+        "the file changed while the run read it; check it and run again",
+    )
 
 
 def _domains(message: ComposedMessage, throttled: dict[str, TokenBucket]) -> set[str]:

@@ -1,0 +1,69 @@
+"""The check before a run keeps the messages it builds, and the run sends those: each row is
+built once, dated when it is sent, and a run past the budget builds the rest itself."""
+
+from __future__ import annotations
+
+import email.utils
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from campaign_files import people, write_campaign
+from servers import StartServer
+
+from batchmail import prebuilt
+from batchmail.campaign import load_campaign
+from batchmail.compose import Composer
+from batchmail.delivery import send
+from batchmail.outcomes import ComposedMessage
+from batchmail.prebuilt import dated
+
+
+@pytest.mark.parametrize("budget", [None, 3000])  # all kept; the first few only
+def test_a_run_builds_each_message_once_and_dates_it_when_sent(
+    tmp_path: Path, start_smtp_server: StartServer, monkeypatch: pytest.MonkeyPatch, budget: int
+) -> None:
+    if budget is not None:
+        monkeypatch.setattr(prebuilt, "BUDGET", budget)  # a few messages
+    composed: list[int] = []
+    compose = Composer.compose
+
+    def counting(self: Composer, recipient, rendered, **kwargs):  # type: ignore[no-untyped-def]
+        composed.append(recipient.row_number)
+        return compose(self, recipient, rendered, **kwargs)
+
+    monkeypatch.setattr(Composer, "compose", counting)
+    server = start_smtp_server()
+    campaign = load_campaign(write_campaign(tmp_path, people(12), server=server))
+    started = datetime.now(UTC)
+    result = send(campaign)
+    assert result.summary.counts["sent"] == 12
+    # The check builds every row; the run builds only those the check did not keep.
+    assert composed[:12] == list(range(1, 13))
+    rebuilt = composed[12:]
+    assert rebuilt == list(range(13 - len(rebuilt), 13))  # the last rows, in order
+    if budget is None:
+        assert rebuilt == []
+    else:
+        assert 0 < len(rebuilt) < 12  # some kept, some built again
+    received = {m.rcpt_tos[0]: m for m in server.messages}
+    assert len(received) == 12 and len(server.messages) == 12
+    for row in people(12):
+        headers = received[row["email"]].data.split(b"\r\n\r\n", 1)[0].decode()
+        date = email.utils.parsedate_to_datetime(headers.split("\r\nDate: ", 1)[1].split("\r\n")[0])
+        assert started - timedelta(seconds=2) <= date <= datetime.now(UTC) + timedelta(seconds=2)
+
+
+def test_dating_a_message_changes_its_date_alone(tmp_path: Path) -> None:
+    data = (
+        b"From: a@example.org\r\nSubject: Date: not this one\r\n"
+        b"Date: Sat, 01 Jan 2000 00:00:00 +0000\r\nMessage-ID: <1@x>\r\n\r\nDate: nor this\r\n"
+    )
+    message = ComposedMessage(1, "k", None, "<1@x>", data, crlf_only=True, dot_lines=False)  # type: ignore[arg-type]
+    later = dated(message, datetime(2026, 11, 27, 9, 5, 3, tzinfo=UTC))
+    assert later.data == data.replace(
+        b"Sat, 01 Jan 2000 00:00:00 +0000", b"Fri, 27 Nov 2026 09:05:03 +0000"
+    )
+    assert (later.crlf_only, later.dot_lines, later.key) == (True, False, "k")
+    odd = ComposedMessage(1, "k", None, "<1@x>", b"Subject: x\r\n\r\nbody\r\n")  # type: ignore[arg-type]
+    assert dated(odd, datetime.now(UTC)) is odd  # no Date header: left as it is
