@@ -213,19 +213,7 @@ print("in flight", flush=True)
 time.sleep(60)
 """
     )
-    process = subprocess.Popen(
-        [sys.executable, "-c", child, str(path)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline() == "in flight\n"
-        os.kill(process.pid, signal.SIGKILL)
-        assert process.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        process.kill()
-        process.wait()
-        if process.stdout:
-            process.stdout.close()
+    kill_when_it_says(child, path, "in flight")
 
     assert integrity(path) == "ok"
     readonly = Journal.open_readonly(path)
@@ -493,12 +481,17 @@ time.sleep(60)
 
 def killed_while_reserved(path: Path) -> None:
     """ann sent, bob in flight, cy reserved but never marked, and then SIGKILL."""
+    kill_when_it_says(RESERVING_CHILD, path, "bob's data is out")
+
+
+def kill_when_it_says(child: str, path: Path, line: str) -> None:
+    """Run ``child`` on the journal at ``path``; SIGKILL it once it prints ``line``."""
     process = subprocess.Popen(
-        [sys.executable, "-c", RESERVING_CHILD, str(path)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", child, str(path)], stdout=subprocess.PIPE, text=True
     )
     try:
         assert process.stdout is not None
-        assert process.stdout.readline() == "bob's data is out\n"
+        assert process.stdout.readline() == line + "\n"
         os.kill(process.pid, signal.SIGKILL)
         assert process.wait(timeout=30) == -signal.SIGKILL
     finally:
