@@ -171,6 +171,7 @@ class Journal:
         path: Path,
         connection: sqlite3.Connection,
         readonly: bool,
+        boot: str | None,
         entries_table: str = "entries",
     ) -> None:
         self.path = path
@@ -181,7 +182,7 @@ class Journal:
         # What readers query: the entries, or a view that adds the reservations an earlier
         # boot of the machine left (see _reading_view).
         self._entries = entries_table
-        self._boot_id = boot_id()
+        self._boot_id = boot  # this boot of the machine (see boot_id)
         self._reserved: set[str] = set()  # keys this journal reserved and has not marked yet
         self._unsynced = False  # the last commit was not synced to the disk
         self._marked: set[str] = set()  # keys marked in flight here, outcome not recorded
@@ -202,10 +203,11 @@ class Journal:
             connection.execute("PRAGMA synchronous = FULL")
             if blank:
                 _create_schema(connection, path)
-            _settle_reservations(connection, boot_id())
+            boot = boot_id()
+            _settle_reservations(connection, boot)
             # Between writes: every write but a mark after a reservation asks for FULL.
             connection.execute("PRAGMA synchronous = NORMAL")
-        return cls(path, connection, readonly=False)
+        return cls(path, connection, readonly=False, boot=boot)
 
     @classmethod
     def open_readonly(cls, path: Path) -> Journal | None:
@@ -228,9 +230,10 @@ class Journal:
         if blank:
             connection.close()
             return None
+        boot = boot_id()
         with _closed_on_error(connection, path):
-            table = _reading_view(connection, boot_id())
-        return cls(path, connection, readonly=True, entries_table=table)
+            table = _reading_view(connection, boot)
+        return cls(path, connection, readonly=True, boot=boot, entries_table=table)
 
     def get(self, key: str) -> JournalEntry | None:
         with self._reading() as connection:

@@ -7,8 +7,8 @@ it builds, in row order, up to ``BUDGET`` bytes in memory (a fixed ceiling, what
 number of recipients); the run takes them back in order, letting each go once it is handed
 on, and builds only the rows past them.
 
-A kept message is stamped with the time it is taken back (its Date header, which has the
-same length whatever the time), so a message is dated when it is sent, not when checked.
+The run stamps a kept message it sends with the time (``dated``: its Date header has the same
+length whatever the time), so a message is dated when it is sent, not when checked.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from email.utils import format_datetime
 
 from batchmail.outcomes import ComposedMessage
@@ -51,11 +51,9 @@ class Prebuilt:
         self.last_row = message.row_number
 
     def take(self) -> Iterator[ComposedMessage]:
-        """The kept messages from the first, in row order, each dated now and let go."""
+        """The kept messages from the first, in row order, each let go as it is taken."""
         while self._messages:
-            message = self._messages.popleft()
-            self._size -= len(message.data)
-            yield dated(message, datetime.now(UTC))
+            yield self._messages.popleft()
 
 
 def dated(message: ComposedMessage, moment: datetime) -> ComposedMessage:

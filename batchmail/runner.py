@@ -29,7 +29,7 @@ from batchmail.campaign import Campaign
 from batchmail.errors import CampaignError, Problem, RunAborted
 from batchmail.journal import Journal, JournalEntry, with_entries
 from batchmail.outcomes import ComposedMessage, Outcome, Status
-from batchmail.prebuilt import Prebuilt
+from batchmail.prebuilt import Prebuilt, dated
 from batchmail.ratelimit import TokenBucket
 from batchmail.recipients import Recipient, read_recipients
 from batchmail.suppression import is_suppressed, load_exclusions
@@ -172,7 +172,7 @@ class Runner:
                     recipient.key,
                 ):
                     raise CampaignError([_changed(self.campaign, recipient.row_number)])
-                yield message
+                yield dated(message, datetime.now(UTC))  # dated when sent, not when checked
             else:
                 return
         for _, built in build_all(self.campaign, selected, lambda: datetime.now(UTC)):
