@@ -11,15 +11,17 @@ after it, never a gap:
 
 A commit normally waits for the disk (``synchronous=FULL``): it survives a power cut too.
 Pipelined DATA sends one message per round trip, and a disk sync per message would cost
-more than the round trip, so the runner first ``reserve``s a batch, with one sync, and
-each message is then marked in flight without one (``synchronous=NORMAL``: what is
-committed is in the operating system's hands, which a killed process cannot lose; a power
-cut can lose the newest such commits, never an older one without the newer). Reading a
-journal, a reservation left from the current boot of the machine means the data never went
-out: the mark that would have gone with it is missing, and only a power cut or a crash of
-the machine loses one. A reservation left from an earlier boot may have lost its mark, so
-that message reads as ``in_flight`` (``unknown``): what a power cut costs is doubt, never a
-message sent twice.
+more than the round trip, so the runner first ``reserve``s a batch, with one sync. Each
+message's mark, and then its outcome, is a line appended to a side log beside the file
+(``journal_log``), with no sync and no SQLite transaction, folded into the file at the
+journal's next write (the next reservation, whose sync covers it) and when it closes. What
+a line says is in the operating system's hands once written: a killed process cannot lose
+it, and readers and the next writer read the side log too. Reading a journal, a reservation
+left from the current boot of the machine, with no line for it, means the data never went
+out: only a power cut or a crash of the machine loses a line. A reservation left from an
+earlier boot may have lost its lines, so that message reads as ``in_flight`` (``unknown``):
+what a power cut costs is doubt, never a message sent twice. How each status and attempt
+count changes is in ``journal_fold``.
 
 Every sqlite3 error becomes ``RunAborted`` naming the journal and the reason.
 """
@@ -38,16 +40,18 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
+from batchmail import journal_fold
 from batchmail.clock import timestamp
 from batchmail.errors import RunAborted
+from batchmail.journal_fold import COLUMNS, IN_FLIGHT, KEYS_PER_QUERY, About
+from batchmail.journal_log import Event, SideLog, log_path, read_log
 from batchmail.outcomes import ComposedMessage, Outcome, RecipientRefusal, Status
 
 SCHEMA_VERSION = 2  # 2 added the reserved table; a version 1 journal gains it when written
 # Stamped in the file header so a journal is told apart from any other SQLite file.
 APPLICATION_ID = 0x626D6A31  # "bmj1"
-IN_FLIGHT = "in_flight"
 # Long enough to wait out a `status` reader's checkpoint, short enough to report a stuck lock.
 BUSY_TIMEOUT_SECONDS = 10.0
 
@@ -83,32 +87,7 @@ _RESERVED_SCHEMA = """CREATE TABLE IF NOT EXISTS reserved (
     reserved_at TEXT NOT NULL
 ) WITHOUT ROWID"""  # one b-tree: a mark's delete dirties one page, not two
 _BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
-_KEYS_PER_QUERY = 500  # well under SQLite's limit on bound parameters (32,766)
-_COLUMNS = (
-    "key, row_number, status, code, reply, attempts, message_id, mail_from, rcpt_tos,"
-    " refused, first_attempt_at, updated_at"
-)
-# first_attempt_at is left out of the update on purpose: it keeps the first try's time.
-_UPSERT = f"""
-    INSERT INTO entries ({_COLUMNS})
-    VALUES (:key, :row_number, :status, :code, :reply, :attempts, :message_id, :mail_from,
-            :rcpt_tos, :refused, :now, :now)
-    ON CONFLICT (key) DO UPDATE SET
-        row_number = excluded.row_number, status = excluded.status, code = excluded.code,
-        reply = excluded.reply, attempts = excluded.attempts, message_id = excluded.message_id,
-        mail_from = excluded.mail_from, rcpt_tos = excluded.rcpt_tos, refused = excluded.refused,
-        updated_at = excluded.updated_at
-"""
-_INSERT = f"""
-    INSERT INTO entries ({_COLUMNS})
-    VALUES (:key, :row_number, :status, :code, :reply, :attempts, :message_id, :mail_from,
-            :rcpt_tos, :refused, :now, :now)
-"""
-# The reply to a message this journal marked in flight (and nothing else: see _record).
-_OUTCOME = (
-    "UPDATE entries SET status = ?, code = ?, reply = ?, refused = ?, updated_at = ?"
-    f" WHERE key = ? AND status = '{IN_FLIGHT}'"
-)
+_COLUMNS = ", ".join(COLUMNS)
 # Primary SQLite result code -> what the user can do about it.
 _HINTS = {
     5: "another process is using it; wait for it to finish",  # SQLITE_BUSY
@@ -185,7 +164,10 @@ class Journal:
         self._boot_id = boot  # this boot of the machine (see boot_id)
         self._reserved: set[str] = set()  # keys this journal reserved and has not marked yet
         self._unsynced = False  # the last commit was not synced to the disk
-        self._marked: set[str] = set()  # keys marked in flight here, outcome not recorded
+        # Marks and outcomes of reserved messages: written to the side log, not yet folded
+        # into the SQLite file (see journal_log).
+        self._log: SideLog | None = None
+        self._pending: list[tuple[Event, About]] = []
 
     @classmethod
     def open(cls, path: Path) -> Journal:
@@ -204,10 +186,13 @@ class Journal:
             if blank:
                 _create_schema(connection, path)
             boot = boot_id()
-            _settle_reservations(connection, boot)
-            # Between writes: every write but a mark after a reservation asks for FULL.
+            generation = _settle(connection, path, boot)
+            # Between writes: every write but a fold of the side log asks for FULL.
             connection.execute("PRAGMA synchronous = NORMAL")
-        return cls(path, connection, readonly=False, boot=boot)
+            journal = cls(path, connection, readonly=False, boot=boot)
+            if boot is not None:  # without a boot id nothing is reserved, nothing logged
+                journal._log = SideLog(log_path(path), generation + 1)
+        return journal
 
     @classmethod
     def open_readonly(cls, path: Path) -> Journal | None:
@@ -232,7 +217,7 @@ class Journal:
             return None
         boot = boot_id()
         with _closed_on_error(connection, path):
-            table = _reading_view(connection, boot)
+            table = _reading_view(connection, path, boot)
         return cls(path, connection, readonly=True, boot=boot, entries_table=table)
 
     def get(self, key: str) -> JournalEntry | None:
@@ -246,8 +231,8 @@ class Journal:
         """The entries of those keys the journal has; one query per few hundred keys."""
         found: dict[str, JournalEntry] = {}
         with self._reading() as connection:
-            for start in range(0, len(keys), _KEYS_PER_QUERY):
-                chunk = keys[start : start + _KEYS_PER_QUERY]
+            for start in range(0, len(keys), KEYS_PER_QUERY):
+                chunk = keys[start : start + KEYS_PER_QUERY]
                 marks = ", ".join("?" * len(chunk))
                 for row in connection.execute(
                     f"SELECT {_COLUMNS} FROM {self._entries} WHERE key IN ({marks})", chunk
@@ -257,28 +242,22 @@ class Journal:
 
     def reserve(self, messages: Sequence[ComposedMessage]) -> None:
         """Record, durably and in one transaction, that these messages are about to be
-        marked in flight one by one; their marks then need no disk sync each (see the
-        module's docstring). Without a boot id to tell a restart by, nothing is reserved
-        and every mark syncs."""
+        marked in flight one by one; their marks and outcomes then go to the side log, with
+        no sync each (see the module's docstring). A message the journal records as sent is
+        refused here (ValueError), before any data could go. Without a boot id to tell a
+        restart by, nothing is reserved and every mark syncs."""
         if self._boot_id is None or not messages:
             return
         with self._writing() as connection:
+            for key in journal_fold.rows(connection, (m.key for m in messages)).items():
+                if key[1]["status"] == Status.SENT:
+                    raise journal_fold.sent_already(key[0], "reserve")
             now = _now()
-            for message in messages:
-                # A sent message is refused when it is marked, before its data could go.
-                connection.execute(
-                    "INSERT OR REPLACE INTO reserved (key, boot_id, row_number, message_id,"
-                    " mail_from, rcpt_tos, reserved_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        message.key,
-                        self._boot_id,
-                        message.row_number,
-                        message.message_id,
-                        message.envelope.mail_from,
-                        _json_list(message.envelope.rcpt_tos),
-                        now,
-                    ),
-                )
+            connection.executemany(
+                "INSERT OR REPLACE INTO reserved (key, boot_id, row_number, message_id,"
+                " mail_from, rcpt_tos, reserved_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                ((m.key, self._boot_id, *_about(m), now) for m in messages),
+            )
             self._reserved.update(message.key for message in messages)
 
     def mark_in_flight(self, message: ComposedMessage) -> None:
@@ -290,22 +269,17 @@ class Journal:
         messages: Iterable[ComposedMessage],
         answered: Iterable[tuple[ComposedMessage, Outcome]] = (),
     ) -> None:
-        """Record, durably and in one transaction, that these messages' data is about to go
-        out (a pipelined window of them), and the outcomes of ``answered`` messages (those
-        that came back since the last write: one sync for both). When every message was
-        reserved, there is no sync: the reservation already survives a power cut."""
+        """Record, before the caller goes on, that these messages' data is about to go out
+        (a pipelined window of them), and the outcomes of ``answered`` messages (those that
+        came back since the last write: one write for both). When every message was
+        reserved, this is a line in the side log; else a synced transaction."""
         messages = list(messages)
+        now = _now()
+        events = [(_outcome_event(m, o, now), _about(m)) for m, o in answered]
+        events += [(Event(m.key, now), _about(m)) for m in messages]
         reserved = bool(messages) and all(m.key in self._reserved for m in messages)
-        with self._writing(durable=not reserved) as connection:
-            now = _now()
-            for message, outcome in answered:
-                self._record(connection, message, outcome, now)
-            for message in messages:
-                # Marked, the reservation has done its work (and must not outlive the mark).
-                connection.execute("DELETE FROM reserved WHERE key = ?", (message.key,))
-                _mark(connection, message, now)
-            self._reserved.difference_update(message.key for message in messages)
-            self._marked.update(message.key for message in messages)
+        self._note(events, logged=reserved)
+        self._reserved.difference_update(message.key for message in messages)
 
     def record(self, message: ComposedMessage, outcome: Outcome) -> None:
         """Record, durably, the server's answer (or its absence) for one message."""
@@ -314,13 +288,11 @@ class Journal:
     def record_many(
         self, results: Iterable[tuple[ComposedMessage, Outcome]], durable: bool = True
     ) -> None:
-        """Record, in one transaction, the outcomes of several messages; durably, unless
-        they were reserved: the next reservation's sync, or ``close``, makes them so (and
-        until then a power cut leaves them in doubt, never pending)."""
-        with self._writing(durable) as connection:
-            now = _now()
-            for message, outcome in results:
-                self._record(connection, message, outcome, now)
+        """Record the outcomes of several messages at once; durably, unless they were
+        reserved: then in the side log, which the next reservation's sync, or ``close``,
+        folds in (and until then a power cut leaves them in doubt, never pending)."""
+        now = _now()
+        self._note([(_outcome_event(m, o, now), _about(m)) for m, o in results], logged=not durable)
 
     def entries(self) -> Iterator[JournalEntry]:
         """Every entry in CSV row order, read from a cursor one at a time."""
@@ -375,16 +347,20 @@ class Journal:
 
     def close(self) -> None:
         if self._connection is not None:
-            if (self._reserved or self._unsynced) and not self.readonly:
+            if (self._reserved or self._unsynced or self._pending) and not self.readonly:
                 # Reserved, never marked (the connection went first): never sent. Said
                 # now, a power cut before the next run cannot make them read as unknown.
-                # And the sync of this write puts every write before it on the disk.
+                # And the sync of this write puts every write before it on the disk, the
+                # side log's lines folded in with it.
                 with self._writing() as writing:
                     writing.executemany(
                         "DELETE FROM reserved WHERE key = ?", ((k,) for k in self._reserved)
                     )
                     _set_meta(writing, "synced_at", _now())
                 self._reserved.clear()
+            if self._log is not None:
+                self._log.close(remove=not self._pending)
+                self._log = None
             connection, self._connection = self._connection, None
             try:
                 connection.close()
@@ -402,26 +378,51 @@ class Journal:
     ) -> None:
         self.close()
 
+    def _note(self, events: list[tuple[Event, About]], logged: bool) -> None:
+        """Write the events: as lines of the side log (``logged``, when there is one), or
+        in a transaction of their own, synced unless ``logged``."""
+        with self._lock:
+            if logged and self._log is not None:
+                self._log.append(event for event, _ in events)
+                self._pending.extend(events)
+            else:
+                with self._writing(durable=not logged, events=events):
+                    pass
+
     @contextlib.contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            if self._pending:  # a writer reads what it wrote, its side log's lines too
+                with self._writing(durable=False):
+                    pass
             try:
                 yield self._open_connection()
             except sqlite3.Error as exc:
                 raise _aborted("read", self.path, exc) from exc
 
     @contextlib.contextmanager
-    def _writing(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+    def _writing(
+        self, durable: bool = True, events: Sequence[tuple[Event, About]] = ()
+    ) -> Iterator[sqlite3.Connection]:
         """One immediate transaction, committed before the caller goes on; ``durable``:
-        on the disk, too (else in the operating system's hands; see the docstring)."""
+        on the disk, too (else in the operating system's hands; see the docstring). It
+        begins with the side log's lines, then ``events`` (refused, ValueError, if one is
+        for a message recorded as sent), and the side log starts over once it commits."""
         if self.readonly:
             raise ValueError(f"the journal {self.path} was opened read-only")
         with self._lock:
             connection = self._open_connection()
+            folding = self._log is not None and bool(self._pending)
             try:
                 if durable:
                     connection.execute("PRAGMA synchronous = FULL")
                 connection.execute("BEGIN IMMEDIATE")
+                if folding:
+                    journal_fold.fold(connection, self._pending, guard=False)
+                    assert self._log is not None
+                    _set_meta(connection, "log_folded", str(self._log.generation))
+                if events:
+                    journal_fold.fold(connection, events, guard=True)
                 yield connection
                 connection.execute("COMMIT")
                 # A synced commit syncs the whole log, every commit before it too.
@@ -433,57 +434,18 @@ class Journal:
                 _rollback(connection)
                 raise
             finally:
-                if durable:  # back to what a mark after a reservation needs
+                if durable:  # back to what a fold of the side log needs
                     with contextlib.suppress(sqlite3.Error):
                         connection.execute("PRAGMA synchronous = NORMAL")
-
-    def _record(
-        self, connection: sqlite3.Connection, message: ComposedMessage, outcome: Outcome, now: str
-    ) -> None:
-        if message.key in self._marked:
-            self._marked.discard(message.key)
-            # Marked in flight by this journal: only the reply changes (and no index).
-            refused = _refused_json(outcome)
-            status = Status(outcome.status).value
-            values = (status, outcome.code, outcome.reply, refused, now, message.key)
-            if connection.execute(_OUTCOME, values).rowcount == 1:
-                return
-        _record(connection, message, outcome, now)
+            if folding:
+                assert self._log is not None
+                self._pending.clear()
+                self._log.restart(self._log.generation + 1)
 
     def _open_connection(self) -> sqlite3.Connection:
         if self._connection is None:
             raise ValueError(f"the journal {self.path} is closed")
         return self._connection
-
-
-def _record(
-    connection: sqlite3.Connection, message: ComposedMessage, outcome: Outcome, now: str
-) -> None:
-    previous = _status_and_attempts(connection, message.key)
-    _refuse_if_sent(previous, message.key, "record an outcome for")
-    # A message that failed before its data went out was never marked in flight.
-    if previous is None:
-        attempts = 1
-    elif previous[0] == IN_FLIGHT:
-        attempts = previous[1]
-    else:
-        attempts = previous[1] + 1
-    status = Status(outcome.status).value
-    connection.execute(_UPSERT, _values(message, status, attempts, outcome, now))
-
-
-def _mark(connection: sqlite3.Connection, message: ComposedMessage, now: str) -> None:
-    """The message is in flight: a new attempt, with no reply yet (an earlier attempt's
-    reply must not linger)."""
-    try:  # the usual case, a recipient never tried: no need to look first
-        connection.execute(_INSERT, _values(message, IN_FLIGHT, 1, None, now))
-        return
-    except sqlite3.IntegrityError:
-        pass  # tried before: this statement alone failed, the transaction goes on
-    previous = _status_and_attempts(connection, message.key)
-    _refuse_if_sent(previous, message.key, "mark in flight")
-    attempts = 1 if previous is None else previous[1] + 1
-    connection.execute(_UPSERT, _values(message, IN_FLIGHT, attempts, None, now))
 
 
 def _connect(path: Path, database: str, uri: bool) -> sqlite3.Connection:
@@ -575,73 +537,68 @@ def boot_id() -> str | None:
     return text if re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", text) else None
 
 
-def _settle_reservations(connection: sqlite3.Connection, boot: str | None) -> None:
-    """Before writing: upgrade a version 1 journal, and end the reservations a killed run
-    left. From this boot they were never sent: they go. From an earlier boot (or when the
-    boot cannot be told) the mark may have been lost with the power: in flight."""
+def _settle(connection: sqlite3.Connection, path: Path, boot: str | None) -> int:
+    """Before writing: upgrade a version 1 journal, fold in the side log a writer that is
+    gone left, and end its reservations (see journal_fold.recovered). Returns the newest
+    generation of the side log the journal now holds."""
     connection.execute("BEGIN IMMEDIATE")
     try:
         connection.execute(_RESERVED_SCHEMA)
         if connection.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        left = connection.execute(
-            "SELECT key, row_number, message_id, mail_from, rcpt_tos, reserved_at"
-            " FROM reserved WHERE boot_id IS NOT ?",
-            (boot,),
-        ).fetchall()
-        for key, row_number, message_id, mail_from, rcpt_tos, reserved_at in left:
-            previous = _status_and_attempts(connection, key)
-            if previous is not None and previous[0] == Status.SENT:
-                continue  # a mark removes its reservation: not expected, but sent is sent
-            attempts = 1 if previous is None else previous[1] + (previous[0] != IN_FLIGHT)
-            connection.execute(
-                _UPSERT,
-                {
-                    "key": key,
-                    "row_number": row_number,
-                    "status": IN_FLIGHT,
-                    "code": None,
-                    "reply": "",
-                    "attempts": attempts,
-                    "message_id": message_id,
-                    "mail_from": mail_from,
-                    "rcpt_tos": rcpt_tos,
-                    "refused": "[]",
-                    "now": reserved_at,
-                },
-            )
+        folded, logged = _unfolded(connection, path)
+        changed = journal_fold.recovered(connection, boot, logged[1] if logged else [])
+        connection.executemany(journal_fold.PUT, changed.values())
         connection.execute("DELETE FROM reserved")
+        if logged:
+            folded = logged[0]
+            _set_meta(connection, "log_folded", str(folded))
         connection.execute("COMMIT")
+        return folded
     finally:
         _rollback(connection)
 
 
-def _reading_view(connection: sqlite3.Connection, boot: str | None) -> str:
-    """What a reader queries for entries: the table itself, unless reservations from an
-    earlier boot are left (a power cut during a run, and no run since), which read as
-    in flight, as ``_settle_reservations`` will make them."""
+def _unfolded(
+    connection: sqlite3.Connection, path: Path
+) -> tuple[int, tuple[int, list[Event]] | None]:
+    """The newest side log generation the journal holds, and the side log beside it when
+    that is newer (its generation and events), else None."""
+    row = connection.execute("SELECT value FROM meta WHERE name = 'log_folded'").fetchone()
+    folded = 0 if row is None else int(row[0])
+    logged = read_log(log_path(path))
+    return folded, logged if logged is not None and logged[0] > folded else None
+
+
+def _reading_view(connection: sqlite3.Connection, path: Path, boot: str | None) -> str:
+    """What a reader queries for entries: the table itself, unless a writer's side log
+    holds lines not folded in yet (a run going on, or killed), or reservations from an
+    earlier boot are left (a power cut during a run, and no run since): then a view of the
+    entries as the next writer will make them (see journal_fold.recovered)."""
     has_table = connection.execute(
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'reserved'"
     ).fetchone()[0]
     if not has_table:
         return "entries"
-    earlier = connection.execute(
-        "SELECT count(*) FROM reserved WHERE boot_id IS NOT ?", (boot,)
-    ).fetchone()[0]
-    if not earlier:
+    # One snapshot for the entries and the generation they hold: a writer folding its log
+    # meanwhile must not have its lines counted twice.
+    connection.execute("BEGIN")
+    try:
+        _, logged = _unfolded(connection, path)
+        changed = journal_fold.recovered(connection, boot, logged[1] if logged else [])
+    finally:
+        _rollback(connection)
+    if not changed:
         return "entries"
-    literal = "NULL" if boot is None else f"'{boot}'"  # boot_id() gives only a UUID
+    connection.execute(f"CREATE TEMP TABLE changed AS SELECT {_COLUMNS} FROM main.entries LIMIT 0")
+    connection.executemany(
+        f"INSERT INTO temp.changed ({_COLUMNS}) VALUES ({', '.join(':' + c for c in COLUMNS)})",
+        changed.values(),
+    )
     connection.execute(
         f"""CREATE TEMP VIEW effective AS
-        SELECT {_COLUMNS} FROM main.entries
-            WHERE key NOT IN (SELECT key FROM main.reserved WHERE boot_id IS NOT {literal})
-        UNION ALL
-        SELECT r.key, r.row_number, '{IN_FLIGHT}', NULL, '',
-               coalesce(e.attempts, 0) + coalesce(e.status <> '{IN_FLIGHT}', 1),
-               r.message_id, r.mail_from, r.rcpt_tos, '[]',
-               coalesce(e.first_attempt_at, r.reserved_at), r.reserved_at
-            FROM main.reserved AS r LEFT JOIN main.entries AS e ON e.key = r.key
-            WHERE r.boot_id IS NOT {literal}"""
+        SELECT {_COLUMNS} FROM main.entries WHERE key NOT IN (SELECT key FROM temp.changed)
+        UNION ALL SELECT {_COLUMNS} FROM temp.changed"""
     )
     return "temp.effective"
 
@@ -661,36 +618,19 @@ def _set_meta(connection: sqlite3.Connection, name: str, value: str) -> None:
     )
 
 
-def _status_and_attempts(connection: sqlite3.Connection, key: str) -> tuple[str, int] | None:
-    row = connection.execute(
-        "SELECT status, attempts FROM entries WHERE key = ?", (key,)
-    ).fetchone()
-    return None if row is None else (str(row[0]), int(row[1]))
+def _about(message: ComposedMessage) -> About:
+    envelope = message.envelope
+    return (
+        message.row_number,
+        message.message_id,
+        envelope.mail_from,
+        _json_list(envelope.rcpt_tos),
+    )
 
 
-def _refuse_if_sent(previous: tuple[str, int] | None, key: str, action: str) -> None:
-    # A guard against sending twice: the runner must never retry a delivered message.
-    if previous is not None and previous[0] == Status.SENT:
-        raise ValueError(f"cannot {action} {key!r}: the journal already records it as sent")
-
-
-def _values(
-    message: ComposedMessage, status: str, attempts: int, outcome: Outcome | None, now: str
-) -> dict[str, Any]:
-    refused = "[]" if outcome is None else _refused_json(outcome)
-    return {
-        "key": message.key,
-        "row_number": message.row_number,
-        "status": status,
-        "code": None if outcome is None else outcome.code,
-        "reply": "" if outcome is None else outcome.reply,
-        "attempts": attempts,
-        "message_id": message.message_id,
-        "mail_from": message.envelope.mail_from,
-        "rcpt_tos": _json_list(message.envelope.rcpt_tos),
-        "refused": refused,
-        "now": now,
-    }
+def _outcome_event(message: ComposedMessage, outcome: Outcome, now: str) -> Event:
+    status = Status(outcome.status).value
+    return Event(message.key, now, (status, outcome.code, outcome.reply, _refused_json(outcome)))
 
 
 def _refused_json(outcome: Outcome) -> str:
@@ -731,7 +671,7 @@ def with_entries(
     """Each item (a recipient, a message: anything with a ``key``) with its journal entry,
     in the order given, looked up a few hundred at a time instead of a query each."""
     iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, _KEYS_PER_QUERY)):
+    while chunk := list(itertools.islice(iterator, KEYS_PER_QUERY)):
         found = journal.get_many([item.key for item in chunk]) if journal else {}
         for item in chunk:
             yield item, found.get(item.key)

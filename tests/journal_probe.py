@@ -4,6 +4,7 @@ there cannot hide itself."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from pathlib import Path
@@ -17,12 +18,31 @@ def journal_file(campaign: Path, name: str = "test-campaign") -> Path:
 
 
 def statuses(path: Path) -> dict[str, str]:
-    """key -> raw status ("sent", "failed", "deferred", "unknown" or "in_flight")."""
+    """key -> raw status ("sent", "failed", "deferred", "unknown" or "in_flight"), with the
+    lines of the side log beside the file that it has not folded in yet."""
     connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
     try:
-        return dict(connection.execute("SELECT key, status FROM entries"))
+        found = dict(connection.execute("SELECT key, status FROM entries"))
+        folded = connection.execute("SELECT value FROM meta WHERE name = 'log_folded'").fetchone()
     finally:
         connection.close()
+    for line in _unfolded_lines(path, 0 if folded is None else int(folded[0])):
+        key, _, *outcome = line
+        if found.get(key) != "sent":
+            found[key] = outcome[0] if outcome else "in_flight"
+    return found
+
+
+def _unfolded_lines(path: Path, folded: int) -> list[list[object]]:
+    """The side log's lines: a JSON header ["batchmail journal log", generation], then one
+    JSON list a line: [key, time] for a mark, [key, time, status, ...] for an outcome."""
+    log = path.with_name(path.name + "-log")
+    if not log.exists():
+        return []
+    lines = log.read_bytes().split(b"\n")[:-1]
+    if not lines or json.loads(lines[0])[1] <= folded:
+        return []
+    return [json.loads(line) for line in lines[1:]]
 
 
 def integrity(path: Path) -> str:
@@ -35,10 +55,11 @@ def integrity(path: Path) -> str:
 
 
 def snapshot(path: Path, destination: Path) -> Path:
-    """Copy the journal with its WAL and shared-memory files, as a killed process left them;
-    opening the copy replays the WAL as a new process would. Returns the copy's path."""
+    """Copy the journal with its WAL, shared-memory and side log files, as a killed process
+    left them; opening the copy replays the WAL as a new process would. Returns the copy's
+    path."""
     destination.mkdir(parents=True)
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", "-log"):
         source = path.with_name(path.name + suffix)
         if source.exists():
             shutil.copy2(source, destination / source.name)

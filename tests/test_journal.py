@@ -17,6 +17,7 @@ import pytest
 import batchmail.journal as journal_module
 from batchmail.errors import RunAborted
 from batchmail.journal import SCHEMA_VERSION, Journal
+from batchmail.journal_log import log_path
 from batchmail.outcomes import ComposedMessage, Envelope, Outcome, RecipientRefusal, Status
 
 # Builds the same messages as message() below, for the child processes.
@@ -522,42 +523,113 @@ def test_a_kill_leaves_a_reserved_message_as_it_was_on_the_same_boot(path: Path)
     assert reserved_rows(path) == []
 
 
-def test_after_a_restart_a_reserved_message_reads_as_in_flight(path: Path) -> None:
-    # A power cut may lose the marks made without a sync: a reservation from an earlier boot
-    # of the machine may hide a message whose data went out. It must never read as pending.
-    killed_while_reserved(path)
-    earlier_boot = "00000000-0000-4000-8000-000000000000"
+def power_cut(path: Path, keep_log_lines: int) -> None:
+    """Make the journal left by ``killed_while_reserved`` look as a power cut would leave it:
+    its reservations from an earlier boot of the machine, and of its side log (written
+    without a sync) only the header and the first ``keep_log_lines`` lines, the next one cut
+    short."""
     connection = sqlite3.connect(path)
     with connection:
-        connection.execute("UPDATE reserved SET boot_id = ?", (earlier_boot,))
-        # What the power cut lost: the marks of ann and bob (with ann's outcome), committed
-        # after the reservation without a sync. The journal is then as it was before them.
-        connection.execute("DELETE FROM entries WHERE key IN ('ann@x.org', 'bob@x.org')")
-        for key, row in (("ann@x.org", 1), ("bob@x.org", 2)):
-            connection.execute(
-                "INSERT INTO reserved VALUES (?, ?, ?, ?, 'news@example.com', ?,"
-                " '2026-01-01T00:00:00+00:00')",
-                (key, earlier_boot, row, f"<{row}@example.com>", f'["{key}"]'),
-            )
+        connection.execute("UPDATE reserved SET boot_id = ?", (EARLIER_BOOT,))
     connection.close()
-    expected = {
-        "ann@x.org": ("in_flight", 1),
-        "bob@x.org": ("in_flight", 1),
-        "cy@x.org": ("in_flight", 2),  # the greylisted try, and this one, which may have gone
-    }
+    log = log_path(path)
+    lines = log.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 4  # the header; ann marked; ann sent and bob marked (one write)
+    kept = lines[: 1 + keep_log_lines]
+    log.write_bytes(b"".join(kept) + lines[1 + keep_log_lines][:7])
+
+
+EARLIER_BOOT = "00000000-0000-4000-8000-000000000000"
+
+
+@pytest.mark.parametrize(
+    ("kept", "expected"),
+    [
+        # All the side log lost: every reserved message may have gone. None reads as pending.
+        (
+            0,
+            {
+                "ann@x.org": ("in_flight", 1),
+                "bob@x.org": ("in_flight", 1),
+                "cy@x.org": (
+                    "in_flight",
+                    2,
+                ),  # the greylisted try, and this one, which may have gone
+            },
+        ),
+        # ann's mark and outcome kept; bob's mark cut short.
+        (
+            2,
+            {
+                "ann@x.org": ("sent", 1),
+                "bob@x.org": ("in_flight", 1),
+                "cy@x.org": ("in_flight", 2),
+            },
+        ),
+    ],
+)
+def test_after_a_restart_a_reserved_message_reads_as_in_flight(
+    path: Path, kept: int, expected: dict[str, tuple[str, int]]
+) -> None:
+    # A power cut may lose the side log's lines, written without a sync: a reservation from
+    # an earlier boot of the machine may hide a message whose data went out.
+    killed_while_reserved(path)
+    power_cut(path, kept)
+    unknown = sum(status == "in_flight" for status, _ in expected.values())
     readonly = Journal.open_readonly(path)
     assert readonly is not None
     with readonly:
         assert statuses(readonly) == expected
-        assert readonly.counts() == {"sent": 0, "failed": 0, "deferred": 0, "unknown": 3}
+        counts = readonly.counts()
+        assert (counts["unknown"], counts["sent"]) == (unknown, 3 - unknown)
         assert readonly.get("cy@x.org").effective_status == "unknown"  # type: ignore[union-attr]
         assert readonly.sent_since("2000-01-01T00:00:00+00:00")[0] == 3
     with Journal.open(path) as journal:
         assert statuses(journal) == expected
-        entry = journal.get("ann@x.org")
-        assert entry is not None and entry.message_id == "<1@example.com>"
-        assert entry.rcpt_tos == ("ann@x.org",)
+        entry = journal.get("bob@x.org")
+        assert entry is not None and entry.message_id == "<2@example.com>"
+        assert entry.rcpt_tos == ("bob@x.org",)
     assert reserved_rows(path) == []
+
+
+def test_a_kill_leaves_the_side_log_read_as_written(path: Path) -> None:
+    # The marks and outcomes after a reservation are lines of the side log, not yet in the
+    # SQLite file when the process is killed: a reader and the next writer read them there.
+    killed_while_reserved(path)
+    assert log_path(path).exists()
+    assert raw_statuses(path) == {"cy@x.org": "deferred"}
+    with Journal.open(path) as journal:
+        assert statuses(journal)["ann@x.org"] == ("sent", 1)
+    assert raw_statuses(path) == {
+        "ann@x.org": "sent",
+        "bob@x.org": "in_flight",
+        "cy@x.org": "deferred",
+    }
+    assert not log_path(path).exists()  # closed with nothing left to fold
+
+
+def test_a_log_already_folded_is_not_read_again(path: Path) -> None:
+    # Killed after the fold's commit and before the side log started over: the lines are in
+    # the journal already, and must not count an attempt twice.
+    killed_while_reserved(path)
+    lines = log_path(path).read_bytes()
+    with Journal.open(path):
+        pass
+    log_path(path).write_bytes(lines)
+    readonly = Journal.open_readonly(path)
+    assert readonly is not None
+    with readonly:
+        assert statuses(readonly)["bob@x.org"] == ("in_flight", 1)
+    with Journal.open(path) as journal:
+        assert statuses(journal)["bob@x.org"] == ("in_flight", 1)
+
+
+def raw_statuses(path: Path) -> dict[str, str]:
+    connection = sqlite3.connect(path)
+    try:
+        return dict(connection.execute("SELECT key, status FROM entries"))
+    finally:
+        connection.close()
 
 
 def test_marks_after_a_reservation_keep_the_journal_exact(journal: Journal, path: Path) -> None:
@@ -567,10 +639,12 @@ def test_marks_after_a_reservation_keep_the_journal_exact(journal: Journal, path
     assert journal.get("ann@x.org") is None  # reserved is not attempted
     journal.mark_in_flight_many([ann])
     journal.mark_in_flight_many([bob], [(ann, Outcome(Status.SENT, 250, "ok"))])
-    journal.record(bob, Outcome(Status.FAILED, 554, "no"))
-    assert reserved_rows(path) == []
+    journal.record_many([(bob, Outcome(Status.FAILED, 554, "no"))], durable=False)
+    assert raw_statuses(path) == {}  # in the side log only, so far
     assert statuses(journal) == {"ann@x.org": ("sent", 1), "bob@x.org": ("failed", 1)}
-    journal.reserve([ann])  # the guard is at the mark, before any data could go
+    assert reserved_rows(path) == []  # folded for the read, the reservations with it
+    with pytest.raises(ValueError, match="already records it as sent"):
+        journal.reserve([ann])  # the guard, before any data could go
     with pytest.raises(ValueError, match="already records it as sent"):
         journal.mark_in_flight_many([ann])
     assert statuses(journal)["ann@x.org"] == ("sent", 1)

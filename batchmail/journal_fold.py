@@ -1,0 +1,161 @@
+"""What the journal's entries become when marks, outcomes and reservations are applied: the
+one place that says how a status and an attempt count change.
+
+- A mark (the message's data is about to go out) is a new attempt, with no reply yet: an
+  earlier attempt's reply must not linger.
+- An outcome ends the attempt its mark began, or, for a message refused before its data went
+  out (never marked), is an attempt of its own.
+- A reservation a killed run left is settled by ``recovered``: one from an earlier boot of the
+  machine may have lost its mark with the power, so it counts as marked; one from this boot
+  was never marked (only a power cut or a crash of the machine loses a mark), so it goes.
+- ``sent`` is final: nothing changes a sent entry.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from batchmail.journal_log import Event
+from batchmail.outcomes import Status
+
+IN_FLIGHT = "in_flight"
+COLUMNS = (
+    "key",
+    "row_number",
+    "status",
+    "code",
+    "reply",
+    "attempts",
+    "message_id",
+    "mail_from",
+    "rcpt_tos",
+    "refused",
+    "first_attempt_at",
+    "updated_at",
+)
+KEYS_PER_QUERY = 500  # well under SQLite's limit on bound parameters (32,766)
+# What an entry needs of its message beyond the event: row number, Message-ID, envelope
+# sender, envelope recipients (as JSON).
+About = tuple[int, str, str, str]
+Row = dict[str, Any]
+
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM entries WHERE key IN "
+# first_attempt_at is written as computed: the first try's time, kept by ``after``.
+PUT = (
+    f"INSERT INTO entries ({', '.join(COLUMNS)}) VALUES ({', '.join(':' + c for c in COLUMNS)})"
+    " ON CONFLICT (key) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
+)
+
+
+def after(previous: Row | None, key: str, about: About, event: Event) -> Row:
+    """The entry ``key`` becomes when ``event`` happens to it."""
+    row_number, message_id, mail_from, rcpt_tos = about
+    if event.outcome is None:
+        attempts = 1 if previous is None else previous["attempts"] + 1
+        status, code, reply, refused = IN_FLIGHT, None, "", "[]"
+    else:
+        status, code, reply, refused = event.outcome
+        if previous is None:
+            attempts = 1
+        elif previous["status"] == IN_FLIGHT:
+            attempts = previous["attempts"]
+        else:
+            attempts = previous["attempts"] + 1
+    return {
+        "key": key,
+        "row_number": row_number,
+        "status": status,
+        "code": code,
+        "reply": reply,
+        "attempts": attempts,
+        "message_id": message_id,
+        "mail_from": mail_from,
+        "rcpt_tos": rcpt_tos,
+        "refused": refused,
+        "first_attempt_at": event.at if previous is None else previous["first_attempt_at"],
+        "updated_at": event.at,
+    }
+
+
+def fold(connection: sqlite3.Connection, items: Sequence[tuple[Event, About]], guard: bool) -> None:
+    """Apply the events in order, in the caller's transaction, and end the reservations of
+    the messages they concern. ``guard``: refuse (ValueError) an event for a message the
+    journal records as sent, before anything is written; without it (events that already
+    happened: data went out) such an event is passed over, as sent is final."""
+    previous = rows(connection, {event.key for event, _ in items})
+    changed: dict[str, Row] = {}
+    for event, about in items:
+        before = changed.get(event.key) or previous.get(event.key)
+        if before is not None and before["status"] == Status.SENT:
+            if guard:
+                raise sent_already(
+                    event.key, "record an outcome for" if event.outcome else "mark in flight"
+                )
+            continue
+        changed[event.key] = after(before, event.key, about, event)
+    connection.executemany(PUT, changed.values())
+    connection.executemany(
+        "DELETE FROM reserved WHERE key = ?", ((event.key,) for event, _ in items)
+    )
+
+
+def recovered(
+    connection: sqlite3.Connection, boot: str | None, logged: Sequence[Event]
+) -> dict[str, Row]:
+    """The entries that the log of a writer that is gone (``logged``, not yet folded) and
+    the reservations it left change, as they become: key -> row."""
+    reservations = {
+        str(r[0]): tuple(r)
+        for r in connection.execute(
+            "SELECT key, boot_id, row_number, message_id, mail_from, rcpt_tos, reserved_at"
+            " FROM reserved"
+        )
+    }
+    previous = rows(connection, {event.key for event in logged} | reservations.keys())
+    changed: dict[str, Row] = {}
+    for event in logged:
+        before = changed.get(event.key) or previous.get(event.key)
+        reservation = reservations.get(event.key)
+        if reservation is not None:
+            about: About = tuple(reservation[2:6])  # type: ignore[assignment]
+        elif before is not None:  # reserved, marked, folded; its outcome came after
+            about = (
+                before["row_number"],
+                before["message_id"],
+                before["mail_from"],
+                before["rcpt_tos"],
+            )
+        else:
+            continue  # nothing to build an entry from: not expected
+        if before is not None and before["status"] == Status.SENT:
+            continue
+        changed[event.key] = after(before, event.key, about, event)
+    told = {event.key for event in logged}
+    for key, reservation in reservations.items():
+        if key in told or (boot is not None and reservation[1] == boot):
+            continue
+        before = previous.get(key)
+        if before is not None and before["status"] == Status.SENT:
+            continue
+        about = tuple(reservation[2:6])  # type: ignore[assignment]
+        changed[key] = after(before, key, about, Event(key, reservation[6]))
+    return changed
+
+
+def rows(connection: sqlite3.Connection, keys: Iterable[str]) -> dict[str, Row]:
+    """The entries of those keys the journal has, a few hundred keys a query."""
+    keys = list(keys)
+    found: dict[str, Row] = {}
+    for start in range(0, len(keys), KEYS_PER_QUERY):
+        chunk = keys[start : start + KEYS_PER_QUERY]
+        query = _SELECT + "(" + ", ".join("?" * len(chunk)) + ")"
+        for row in connection.execute(query, chunk):
+            found[row[0]] = dict(zip(COLUMNS, row, strict=True))
+    return found
+
+
+def sent_already(key: str, action: str) -> ValueError:
+    # A guard against sending twice: the runner must never retry a delivered message.
+    return ValueError(f"cannot {action} {key!r}: the journal already records it as sent")
