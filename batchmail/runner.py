@@ -184,21 +184,28 @@ class Runner:
         with self._lock:
             now = self.clock()
             batch: list[tuple[ComposedMessage, int]] = []
+            held = 0  # bytes of message data in the batch
             while self._retries and self._retries[0].due <= now and len(batch) < size:
+                if batch and held >= BATCH_BYTES:
+                    break
                 retry = heapq.heappop(self._retries)
                 batch.append((retry.message, retry.attempt))
+                held += len(retry.message.data)
             if self._daily_left is not None:
                 size = min(size, self._daily_left)
             if len(self.transports) > 1:
                 # The last batches are shared out evenly: no session goes on alone at the end.
                 left = self._summary.selected - self._handed_out
                 size = max(1, min(size, -(-left // len(self.transports))))
-            while len(batch) < size and (not batch or self._bucket.available()):
+            while len(batch) < size and (
+                not batch or (held < BATCH_BYTES and self._bucket.available())
+            ):
                 message = next(self._source, None)
                 if message is None:
                     break
                 self._handed_out += 1
                 batch.append((message, 0))
+                held += len(message.data)
             if self._daily_left is not None:
                 self._daily_left -= len(batch)
                 if not batch and self._capped():
@@ -367,6 +374,9 @@ class Runner:
 
 
 _DAY = timedelta(days=1)
+# A batch holds at most about this much message data (whatever its count of messages):
+# 256 messages of 2 KB, 114 of 140 KB. Memory stays bounded with large attachments.
+BATCH_BYTES = 16 << 20
 
 
 def _changed(campaign: Campaign, row_number: int) -> Problem:

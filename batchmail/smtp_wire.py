@@ -231,6 +231,10 @@ class Wire:
                 if self._log is not None:
                     self._log.server(reply.code, reply.lines)
                 on_reply(reply)
+            if len(chunk) < _READ_SIZE:
+                # The socket is very likely empty now: the selector tells when more comes,
+                # without a recv (and a setsockopt) failing here each time.
+                return True
 
     def _read_remaining(self, on_reply: Callable[[Reply], None]) -> None:
         with contextlib.suppress(WireLost):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
 from campaign_files import people, write_campaign
 
+import batchmail.runner as runner_module
 from batchmail.campaign import load_campaign
 from batchmail.outbox import Outbox
 from batchmail.runner import Runner
@@ -51,3 +53,34 @@ def test_per_domain_rate_throttles_only_that_domain(tmp_path: Path) -> None:
 
 def test_campaign_rate_paces_every_message(tmp_path: Path) -> None:
     assert 4.4 <= run_paced(tmp_path, people(10), rate=2.0) <= 4.6
+
+
+class BatchRecorder(Outbox):
+    """The dry-run outbox, taking as many messages a batch as a pipelining server would, and
+    noting the sizes of the messages of each batch the runner hands it."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.batches: list[list[int]] = []
+
+    @property
+    def window(self) -> int:
+        return 256
+
+    def send_batch(self, messages, before_data, answered=None):  # type: ignore[no-untyped-def]
+        self.batches.append([len(message.data) for message in messages])
+        return super().send_batch(messages, before_data, answered)
+
+
+def test_a_batch_holds_at_most_batch_bytes_of_messages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    campaign = load_campaign(write_campaign(tmp_path, people(40), smtp="embedded"))
+    monkeypatch.setattr(runner_module, "BATCH_BYTES", 10_000)
+    outbox = BatchRecorder(tmp_path / "out")
+    summary = Runner(campaign, [outbox], None, select=lambda entry: True).run()
+    assert summary.counts["sent"] == 40
+    assert sum(map(len, outbox.batches)) == 40 and len(outbox.batches) > 2
+    for sizes in outbox.batches[:-1]:
+        # Closed by the message that reached BATCH_BYTES, not before, not after.
+        assert sum(sizes[:-1]) < 10_000 <= sum(sizes), outbox.batches

@@ -132,7 +132,11 @@ def test_window_is_one_without_pipelining_and_the_measured_default_with_it(
     start_smtp_server: StartServer,
 ) -> None:
     # With BDAT a batch is WINDOWS_PER_BATCH windows, which slide through it.
-    for mode, expected, per_window in (("plain", 1, 1), ("pipelining", 32, 1), ("chunking", 64, 4)):
+    for mode, expected, per_window in (
+        ("plain", 1, 1),
+        ("pipelining", 256, 1),
+        ("chunking", 64, 4),
+    ):
         server = start_smtp_server(mode=mode)
         session = SmtpSession(make_smtp_config(server))
         assert session.window == 1  # not connected: nothing known yet

@@ -21,7 +21,7 @@ from servers import make_message
 
 from batchmail.campaign import SmtpConfig
 from batchmail.outcomes import ComposedMessage, Outcome, Status
-from batchmail.smtp import WINDOW_CHUNKING, WINDOWS_PER_BATCH, SmtpSession
+from batchmail.smtp import WINDOW_CHUNKING, WINDOW_PIPELINING, WINDOWS_PER_BATCH, SmtpSession
 from batchmail.transport import NOT_SENT
 
 
@@ -69,7 +69,7 @@ def test_smtp_sink_takes_a_pipelined_data_window(smtp_sink: postfix.PostfixServe
     calls: list[int] = []
     with SmtpSession(config(smtp_sink)) as session:
         session.connect()
-        assert (session.pipelining, session.window) == ("pipelining", 32)
+        assert (session.pipelining, session.window) == ("pipelining", WINDOW_PIPELINING)
         outcomes = session.send_batch(messages, lambda going: calls.append(len(going)))
     assert statuses(outcomes) == [Status.SENT] * 20
     assert calls == [1] * 20  # DATA: before_data once per message, as its 354 comes
