@@ -87,13 +87,22 @@ def dot_stuff(data: bytes, crlf_only: bool = False, dot_lines: bool = True) -> b
     """The DATA payload: CRLF line ends (a bare CR or LF is never sent), a dot doubled at the
     start of a line (RFC 5321 4.5.2), and the closing CRLF.CRLF. ``crlf_only`` and
     ``dot_lines`` are what a composed message says of itself; the defaults assume nothing."""
+    return dot_stuffed(data, crlf_only, dot_lines) + END_OF_DATA
+
+
+END_OF_DATA = b".\r\n"  # after the data's own last CRLF
+
+
+def dot_stuffed(data: bytes, crlf_only: bool = False, dot_lines: bool = True) -> bytes:
+    """``dot_stuff`` without the closing ``END_OF_DATA``, which the caller sends after it (a
+    message left as it is need not be copied to have three bytes added)."""
     lines = crlf_lines(data, crlf_only)
     if dot_lines and has_dot_lines(lines):
         # Every line end is CRLF now, so a line begins at the start or after an LF: a plain
         # replace (at C speed) doubles exactly the dots a (?m)^\. regex would.
         head = b"." if lines.startswith(b".") else b""
         lines = head + lines.replace(b"\n.", b"\n..")
-    return lines + b".\r\n"
+    return lines
 
 
 def _wire_address(role: str, address: str, smtputf8: bool) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from batchmail.outcomes import ComposedMessage, Outcome
-from batchmail.smtp_envelope import Transaction, crlf_lines, dot_stuff
+from batchmail.smtp_envelope import END_OF_DATA, Transaction, crlf_lines, dot_stuffed
 from batchmail.smtp_replies import ProtocolError, Reply, Sent, TransactionReplies
 from batchmail.smtp_wire import Wire, WireLost
 from batchmail.transport import Answered, BeforeData
@@ -172,8 +172,8 @@ class Pipeline:
         if entry.replies.wants_data:
             before_data([entry.message])
             message = entry.message
-            payload = dot_stuff(message.data, message.crlf_only, message.dot_lines)
-            self._wire.data(payload, functools.partial(entry.mark, Sent.DATA))
+            payload = dot_stuffed(message.data, message.crlf_only, message.dot_lines)
+            self._wire.data(payload, functools.partial(entry.mark, Sent.DATA), END_OF_DATA)
         else:
             # 354 although no recipient was accepted: an empty message ends it (RFC 2920 3.1).
             self._wire.command(".")

@@ -106,10 +106,15 @@ class Wire:
             self._log.client(line)
         self._queue((line + "\r\n").encode(encoding), on_written)
 
-    def data(self, payload: bytes, on_written: Callable[[], None] | None = None) -> None:
-        """Message data in wire form; the log gets its size only."""
+    def data(
+        self, payload: bytes, on_written: Callable[[], None] | None = None, end: bytes = b""
+    ) -> None:
+        """Message data in wire form, then ``end``; the log gets their size only."""
         if self._log is not None:
-            self._log.data(len(payload))
+            self._log.data(len(payload) + len(end))
+        if end:
+            self._queue(payload, None)
+            payload = end
         self._queue(payload, on_written)
 
     def _queue(self, chunk: bytes, on_written: Callable[[], None] | None) -> None:
