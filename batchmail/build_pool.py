@@ -35,6 +35,7 @@ from batchmail.campaign import Campaign
 from batchmail.errors import CampaignError, Problem
 from batchmail.outcomes import ComposedMessage
 from batchmail.recipients import Recipient
+from batchmail.shared_parts import SharedParts, Squeezed, expand, size_of
 
 if TYPE_CHECKING:
     from batchmail.check import MessageFactory
@@ -56,9 +57,10 @@ MAX_CHUNK = 256
 # with 8, tests/test_build_pool.py's killed-workers test hung in 2 runs of 6; with 2, in none.
 CHUNKS_AHEAD_PER_WORKER = 2
 
-# A row's result: its message, or the problems that keep it from being one. With
-# ``keep_bytes=False`` (a check) a good row's result is None: nothing to carry back.
-Built = ComposedMessage | tuple[Problem, ...] | None
+# A row's result: its message (squeezed, when asked for: see shared_parts), or the problems
+# that keep it from being one. With ``keep_bytes=False`` (a check) a good row's result is
+# None: nothing to carry back.
+Built = ComposedMessage | Squeezed | tuple[Problem, ...] | None
 
 
 def worker_count() -> int:
@@ -77,20 +79,33 @@ def build_all(
     keep_bytes: bool | Callable[[], bool] = True,
     workers: int | None = None,
     parallel_after: int | None = None,
+    squeezed: bool = False,
 ) -> Iterator[tuple[Recipient, Built]]:
     """Each recipient with its built message (or problems), in the order given.
     ``keep_bytes`` may be a question, asked as rows are handed out: whether their messages
-    are still wanted (else a good row's result is None)."""
+    are still wanted (else a good row's result is None). ``squeezed``: a message with
+    shared parts comes as a resolved ``Squeezed`` (else whole); workers hand theirs back
+    squeezed either way, to carry less."""
     from batchmail.check import MessageFactory
 
     if not callable(keep_bytes):
         keep_bytes = functools.partial(bool, keep_bytes)
     factory = MessageFactory.prepare(campaign)
+    shared = factory.shared_parts()
+
+    def finished(built: Built) -> Built:
+        if isinstance(built, ComposedMessage) and squeezed:
+            built = shared.squeeze(built)
+        if isinstance(built, Squeezed):
+            built = shared.resolve(built)
+            return built if squeezed else expand(built)
+        return built
+
     workers = worker_count() if workers is None else workers
     first = PARALLEL_AFTER if parallel_after is None else parallel_after
     rows = iter(recipients)
     for count, recipient in enumerate(rows, 1):
-        yield recipient, _build(factory, recipient, date(), keep_bytes())
+        yield recipient, finished(_build(factory, recipient, date(), keep_bytes()))
         if count >= first and workers > 1:
             break
     else:
@@ -99,7 +114,8 @@ def build_all(
     if following is None:
         return  # exactly PARALLEL_AFTER rows: no worker needed after all
     rest = itertools.chain([following], rows)
-    yield from _Pool(campaign, factory, workers, keep_bytes).build(rest, date)
+    for recipient, built in _Pool(campaign, factory, workers, keep_bytes).build(rest, date):
+        yield recipient, finished(built)
 
 
 def _build(
@@ -171,7 +187,7 @@ class _Pool:
             executor.shutdown(wait=False, cancel_futures=True)
 
     def _resize(self, results: list[Built], keep_bytes: bool) -> None:
-        sizes = [len(r.data) for r in results if isinstance(r, ComposedMessage)]
+        sizes = [size_of(r) for r in results if isinstance(r, ComposedMessage | Squeezed)]
         if sizes:
             average = max(1, sum(sizes) // len(sizes))
             self._chunk = max(1, min(MAX_CHUNK, CHUNK_BYTES // average))
@@ -205,15 +221,17 @@ def _take(rows: Iterator[Recipient], count: int) -> list[Recipient]:
 # --- in the worker process ------------------------------------------------------------------
 
 _worker_factory: MessageFactory | None = None
+_worker_shared: SharedParts | None = None
 
 
 def _start_worker(campaign: Campaign, parent: int) -> None:
-    global _worker_factory
+    global _worker_factory, _worker_shared
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
     from batchmail.check import MessageFactory
 
     _worker_factory = MessageFactory.prepare(campaign)
+    _worker_shared = _worker_factory.shared_parts()
 
 
 def _exit_with(parent: int) -> None:
@@ -241,5 +259,8 @@ def _alive(pid: int) -> bool:
 
 
 def _build_chunk(chunk: list[Recipient], date: datetime, keep_bytes: bool) -> list[Built]:
-    assert _worker_factory is not None
-    return [_build(_worker_factory, recipient, date, keep_bytes) for recipient in chunk]
+    """The chunk's results, messages squeezed: the shared parts stay here (the parent has
+    its own copy of them)."""
+    assert _worker_factory is not None and _worker_shared is not None
+    results = [_build(_worker_factory, recipient, date, keep_bytes) for recipient in chunk]
+    return [_worker_shared.squeeze(r) if isinstance(r, ComposedMessage) else r for r in results]

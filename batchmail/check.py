@@ -16,6 +16,7 @@ from batchmail.outcomes import ComposedMessage
 from batchmail.prebuilt import Prebuilt
 from batchmail.recipients import Recipient, read_rows
 from batchmail.render import Renderer
+from batchmail.shared_parts import SharedParts
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,10 @@ class MessageFactory:
     def prepare(cls, campaign: Campaign) -> MessageFactory:
         renderer = Renderer.compile(campaign)
         return cls(renderer, Composer.prepare(campaign, renderer), sender_check(campaign))
+
+    def shared_parts(self) -> SharedParts:
+        """What every message carries alike (see shared_parts)."""
+        return SharedParts(self._composer.shared_parts)
 
     def build(
         self, recipient: Recipient, date: datetime | None = None, subject_prefix: str = ""
@@ -88,6 +93,7 @@ def check_campaign(campaign: Campaign, keep: Prebuilt | None = None) -> CheckRep
         (lambda: datetime.now(UTC)) if keep else (lambda: fixed),
         keep_bytes=keep.wants_more if keep else False,
         parallel_after=CHECK_PARALLEL_AFTER,
+        squeezed=True,  # kept for the run without the attachments all rows share
     ):
         if isinstance(built, tuple):
             built_problems.append((recipient.row_number, built))

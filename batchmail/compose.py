@@ -74,6 +74,11 @@ class Composer:
         self._read_image = lru_cache(maxsize=_IMAGE_CACHE)(_read_image)
 
     @property
+    def shared_parts(self) -> tuple[bytes, ...]:
+        """The static attachments' bytes as every message carries them, in campaign order."""
+        return tuple(self._static_parts[index].wire for index in sorted(self._static_parts))
+
+    @property
     def uses_fast_path(self) -> bool:
         """Whether ASCII messages are written by ``mime_fast`` (else all by the reference)."""
         return self._fast

@@ -32,6 +32,7 @@ from batchmail.outcomes import ComposedMessage, Outcome, Status
 from batchmail.prebuilt import Prebuilt, dated
 from batchmail.ratelimit import TokenBucket
 from batchmail.recipients import Recipient, read_recipients
+from batchmail.shared_parts import expand
 from batchmail.suppression import is_suppressed, load_exclusions
 from batchmail.transport import NOT_SENT, Transport
 
@@ -148,7 +149,7 @@ class Runner:
         for built in self._built(selected):
             if isinstance(built, tuple):  # the row changed since the check
                 raise CampaignError(built)
-            assert built is not None  # with keep_bytes, a good row carries its message
+            assert isinstance(built, ComposedMessage)  # with keep_bytes: the whole message
             if self.accept is not None and not self.accept(built):
                 continue  # another sender account's
             if is_suppressed(built, exclusions):
@@ -172,7 +173,7 @@ class Runner:
                     recipient.key,
                 ):
                     raise CampaignError([_changed(self.campaign, recipient.row_number)])
-                yield dated(message, datetime.now(UTC))  # dated when sent, not when checked
+                yield expand(dated(message, datetime.now(UTC)))  # dated when sent, not checked
             else:
                 return
         for _, built in build_all(self.campaign, selected, lambda: datetime.now(UTC)):

@@ -209,3 +209,20 @@ def smtp_sink() -> Iterator[postfix.PostfixServer]:
         pytest.skip(reason)
     with postfix.smtp_sink() as server:
         yield server
+
+
+@pytest.fixture
+def composed_rows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The row number of every message composed in this process from now on, in order (the
+    real Composer.compose, noting each row as it goes)."""
+    from batchmail.compose import Composer
+
+    rows: list[int] = []
+    compose = Composer.compose
+
+    def counting(self: Composer, recipient, rendered, **kwargs):  # type: ignore[no-untyped-def]
+        rows.append(recipient.row_number)
+        return compose(self, recipient, rendered, **kwargs)
+
+    monkeypatch.setattr(Composer, "compose", counting)
+    return rows

@@ -13,7 +13,6 @@ from servers import StartServer
 
 from batchmail import prebuilt
 from batchmail.campaign import load_campaign
-from batchmail.compose import Composer
 from batchmail.delivery import send
 from batchmail.outcomes import ComposedMessage
 from batchmail.prebuilt import dated
@@ -21,18 +20,15 @@ from batchmail.prebuilt import dated
 
 @pytest.mark.parametrize("budget", [None, 3000])  # all kept; the first few only
 def test_a_run_builds_each_message_once_and_dates_it_when_sent(
-    tmp_path: Path, start_smtp_server: StartServer, monkeypatch: pytest.MonkeyPatch, budget: int
+    tmp_path: Path,
+    start_smtp_server: StartServer,
+    monkeypatch: pytest.MonkeyPatch,
+    budget: int,
+    composed_rows: list[int],
 ) -> None:
     if budget is not None:
         monkeypatch.setattr(prebuilt, "BUDGET", budget)  # a few messages
-    composed: list[int] = []
-    compose = Composer.compose
-
-    def counting(self: Composer, recipient, rendered, **kwargs):  # type: ignore[no-untyped-def]
-        composed.append(recipient.row_number)
-        return compose(self, recipient, rendered, **kwargs)
-
-    monkeypatch.setattr(Composer, "compose", counting)
+    composed = composed_rows
     server = start_smtp_server()
     campaign = load_campaign(write_campaign(tmp_path, people(12), server=server))
     started = datetime.now(UTC)
