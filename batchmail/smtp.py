@@ -52,7 +52,8 @@ _QUIT_TIMEOUT = 5.0  # a server that is gone should not hold up the end of a run
 # dropped connection shrinks the window for a while: see _adapt_ceiling.) With DATA a batch
 # has only one message's data out at a time, so its size costs no doubt; each batch costs a
 # round trip, a synced journal write and a fold of the side log: 10,000 2 KB messages to
-# smtp-sink on loopback were sent in 4.8 to 5.3 s in batches of 32, 3.9 to 4.0 s of 256.
+# smtp-sink on loopback, five runs of each taken in turn, were sent in a median 5.1 s in
+# batches of 32 and 4.6 s in batches of 256 (this machine's speed drifts by up to a third).
 WINDOW_CHUNKING = 64
 WINDOW_PIPELINING = 256
 # A BDAT batch is this many windows: the window slides through it as replies come, and the
