@@ -109,6 +109,9 @@ def targets(results: Sequence[Result]) -> str:
 
     ratio("loopback 2 KB vs mailmerge", "loopback-2k", "batchmail", "mailmerge", 5)
     ratio("loopback 100 KB attachment vs mailmerge", "loopback-100k", "batchmail", "mailmerge", 10)
+    two = "batchmail sessions=2"
+    ratio("(send.sessions: 2) loopback 2 KB vs mailmerge", "loopback-2k", two, "mailmerge", 5)
+    ratio("(send.sessions: 2) loopback 100 KB vs mailmerge", "loopback-100k", two, "mailmerge", 10)
     ratio("50 ms RTT, CHUNKING server vs mailmerge", "rtt-chunking", "batchmail", "mailmerge", 100)
     ratio("50 ms RTT, PIPELINING-only vs mailmerge", "rtt-pipelining", "batchmail", "mailmerge", 5)
     four = "batchmail sessions=4"
