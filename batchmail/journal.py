@@ -49,7 +49,10 @@ from batchmail.journal_fold import COLUMNS, IN_FLIGHT, KEYS_PER_QUERY, About
 from batchmail.journal_log import Event, SideLog, log_path, read_log
 from batchmail.outcomes import ComposedMessage, Outcome, RecipientRefusal, Status
 
-SCHEMA_VERSION = 2  # 2 added the reserved table; a version 1 journal gains it when written
+# 2 added the reserved table; 3 the side log (an older batchmail, blind to its lines, would
+# take a message whose data went out for one never sent). An older journal is upgraded when
+# written.
+SCHEMA_VERSION = 3
 # Stamped in the file header so a journal is told apart from any other SQLite file.
 APPLICATION_ID = 0x626D6A31  # "bmj1"
 # Long enough to wait out a `status` reader's checkpoint, short enough to report a stuck lock.
@@ -249,9 +252,9 @@ class Journal:
         if self._boot_id is None or not messages:
             return
         with self._writing() as connection:
-            for key in journal_fold.rows(connection, (m.key for m in messages)).items():
-                if key[1]["status"] == Status.SENT:
-                    raise journal_fold.sent_already(key[0], "reserve")
+            for key, entry in journal_fold.rows(connection, (m.key for m in messages)).items():
+                if entry["status"] == Status.SENT:
+                    raise journal_fold.sent_already(key, "reserve")
             now = _now()
             connection.executemany(
                 "INSERT OR REPLACE INTO reserved (key, boot_id, row_number, message_id,"

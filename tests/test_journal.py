@@ -197,7 +197,7 @@ def test_the_file_is_in_wal_mode_with_the_schema_version(journal: Journal, path:
     connection = sqlite3.connect(path)
     try:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     finally:
         connection.close()
 
@@ -687,7 +687,7 @@ def test_a_version_1_journal_is_upgraded_when_written(path: Path) -> None:
         journal.reserve([message("bob@x.org", 2)])
     check = sqlite3.connect(path)
     try:
-        assert check.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         check.close()
     assert reserved_rows(path) == []
