@@ -23,16 +23,15 @@ import errno
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from batchmail.errors import RunAborted
 
 _HEADER = "batchmail journal log"
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):  # a tuple: one is made per mark and per outcome
     """One message marked in flight (``outcome`` None) or answered, at ``at``."""
 
     key: str
@@ -85,7 +84,7 @@ class SideLog:
 
     def append(self, events: Iterable[Event]) -> None:
         """Write the events' lines in one ``write``, before the caller goes on."""
-        self._write("".join(_line(event) for event in events).encode("utf-8"))
+        self._write("".join(_line(event) for event in events).encode("ascii"))
 
     def restart(self, generation: int) -> None:
         """Start over, empty, at ``generation``: the journal holds everything before it."""
@@ -113,13 +112,21 @@ class SideLog:
 
 
 def _line(event: Event) -> str:
-    if event.outcome is None:
-        return _encode([event.key, event.at]) + "\n"
-    return _encode([event.key, event.at, *event.outcome]) + "\n"
+    """The event as a JSON list on one line, written out here: json.dumps costs several
+    times as much, and this is done twice a message."""
+    key, at, outcome = event
+    if outcome is None:
+        return f'[{_string(key)}, "{at}"]\n'
+    status, code, reply, refused = outcome
+    code_text = "null" if code is None else str(int(code))
+    return (
+        f'[{_string(key)}, "{at}", "{status}", {code_text}, {_string(reply)}, {_string(refused)}]\n'
+    )
 
 
-# One encoder for every line: json.dumps with an option builds a new one each call.
-_encode = json.JSONEncoder(ensure_ascii=False).encode
+# A JSON string literal, as json.dumps writes it: ASCII, every other character escaped (a
+# lone surrogate too, which UTF-8 could not carry).
+_string = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
 
 def _aborted(path: Path, exc: OSError) -> RunAborted:
