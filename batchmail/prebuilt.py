@@ -57,6 +57,10 @@ class Prebuilt:
         self._size += size
         self.last_row = message.row_number
 
+    def peek(self) -> Iterator[Kept]:
+        """The kept messages from the first, in row order, left kept."""
+        return iter(self._messages)
+
     def take(self) -> Iterator[Kept]:
         """The kept messages from the first, in row order, each let go as it is taken."""
         while self._messages:

@@ -21,15 +21,15 @@ from collections import Counter
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, cast
 
 from batchmail import clock
 from batchmail.build_pool import Built, build_all
 from batchmail.campaign import Campaign
-from batchmail.errors import CampaignError, Problem, RunAborted
+from batchmail.errors import CampaignError, RunAborted
 from batchmail.journal import Journal, JournalEntry, with_entries
 from batchmail.outcomes import ComposedMessage, Outcome, Status
-from batchmail.prebuilt import Prebuilt, dated
+from batchmail.prebuilt import Kept, Prebuilt, dated
 from batchmail.ratelimit import TokenBucket
 from batchmail.recipients import Recipient, read_recipients
 from batchmail.shared_parts import expand
@@ -119,7 +119,7 @@ class Runner:
 
     def run(self) -> RunSummary:
         total = 0
-        for _, entry in with_entries(self.journal, read_recipients(self.campaign.recipients)):
+        for _, entry in with_entries(self.journal, self._rows(keep=True)):
             total += 1
             self._summary.selected += self.select(entry)
         self._summary.skipped = total - self._summary.selected
@@ -144,8 +144,8 @@ class Runner:
     def _messages(self) -> Generator[ComposedMessage]:
         exclusions = load_exclusions(self.campaign.recipients.exclude)
         # Asked again now, not from the first pass: another account's runner may have sent it.
-        rows = with_entries(self.journal, read_recipients(self.campaign.recipients))
-        selected = (recipient for recipient, entry in rows if self.select(entry))
+        rows = with_entries(self.journal, self._rows())
+        selected = (row for row, entry in rows if self.select(entry))
         for built in self._built(selected):
             if isinstance(built, tuple):  # the row changed since the check
                 raise CampaignError(built)
@@ -157,27 +157,30 @@ class Runner:
                 continue
             yield built
 
-    def _built(self, selected: Iterator[Recipient]) -> Iterator[Built]:
-        """Each selected row's message: the one the check kept, if it did, else built now."""
-        if self.prebuilt is not None:
-            last = self.prebuilt.last_row
-            kept = self.prebuilt.take()
-            for recipient in selected:
-                if recipient.row_number > last:
-                    selected = itertools.chain([recipient], selected)
-                    break
-                # Kept messages not selected (sent by an earlier run) are passed over.
-                message = next((m for m in kept if m.row_number >= recipient.row_number), None)
-                if message is None or (message.row_number, message.key) != (
-                    recipient.row_number,
-                    recipient.key,
-                ):
-                    raise CampaignError([_changed(self.campaign, recipient.row_number)])
-                yield expand(dated(message, datetime.now(UTC)))  # dated when sent, not checked
-            else:
+    def _rows(self, keep: bool = False) -> Iterator[Recipient | Kept]:
+        """Every row in CSV order: the message the check kept for it (which says the row's
+        number and key: the file is not read again for it), taken unless ``keep``; then the
+        file's rows past those the check kept, if the budget stopped it keeping them."""
+        prebuilt = self.prebuilt
+        if prebuilt is None:
+            yield from read_recipients(self.campaign.recipients)
+            return
+        yield from (prebuilt.peek() if keep else prebuilt.take())
+        if prebuilt.full:
+            last = prebuilt.last_row
+            rows = read_recipients(self.campaign.recipients)
+            yield from (row for row in rows if row.row_number > last)
+
+    def _built(self, selected: Iterator[Recipient | Kept]) -> Iterator[Built]:
+        """Each selected row's message: the one the check kept, dated now (when it is sent,
+        not when it was checked), else built now."""
+        for row in selected:
+            if isinstance(row, Recipient):  # past the kept ones: so are all that follow
+                rest = cast(Iterator[Recipient], itertools.chain([row], selected))
+                for _, built in build_all(self.campaign, rest, lambda: datetime.now(UTC)):
+                    yield built
                 return
-        for _, built in build_all(self.campaign, selected, lambda: datetime.now(UTC)):
-            yield built
+            yield expand(dated(row, datetime.now(UTC)))
 
     def _next_batch(self, size: int) -> list[tuple[ComposedMessage, int]] | float | None:
         """Up to ``size`` messages with their attempts so far; or seconds to wait for a retry
@@ -378,13 +381,6 @@ _DAY = timedelta(days=1)
 # A batch holds at most about this much message data (whatever its count of messages):
 # 256 messages of 2 KB, 114 of 140 KB. Memory stays bounded with large attachments.
 BATCH_BYTES = 16 << 20
-
-
-def _changed(campaign: Campaign, row_number: int) -> Problem:
-    return Problem(
-        f"{campaign.recipients.file.name}, row {row_number}",
-        "the file changed while the run read it; check it and run again",
-    )
 
 
 def _domains(message: ComposedMessage, throttled: dict[str, TokenBucket]) -> set[str]:

@@ -13,9 +13,12 @@ from servers import StartServer
 
 from batchmail import prebuilt
 from batchmail.campaign import load_campaign
+from batchmail.check import require_valid
 from batchmail.delivery import send
+from batchmail.outbox import Outbox, eml_name
 from batchmail.outcomes import ComposedMessage
 from batchmail.prebuilt import dated
+from batchmail.runner import Runner
 
 
 @pytest.mark.parametrize("budget", [None, 3000])  # all kept; the first few only
@@ -63,3 +66,23 @@ def test_dating_a_message_changes_its_date_alone(tmp_path: Path) -> None:
     assert (later.crlf_only, later.dot_lines, later.key) == (True, False, "k")
     odd = ComposedMessage(1, "k", None, "<1@x>", b"Subject: x\r\n\r\nbody\r\n")  # type: ignore[arg-type]
     assert dated(odd, datetime.now(UTC)) is odd  # no Date header: left as it is
+
+
+def test_a_run_sends_the_rows_the_check_kept_without_reading_the_file_again(
+    tmp_path: Path,
+) -> None:
+    # A row added to the file after the check was never checked: not sent by this run.
+    rows = people(5)
+    campaign = load_campaign(write_campaign(tmp_path, rows, smtp="embedded"))
+    kept = prebuilt.Prebuilt()
+    require_valid(campaign, kept)
+    with campaign.recipients.file.open("a", encoding="utf-8") as csv_file:
+        csv_file.write("late@example.org,Late,C99999\n")
+    outbox = Outbox(tmp_path / "out")
+    summary = Runner(campaign, [outbox], None, select=lambda entry: True, prebuilt=kept).run()
+    assert summary.counts["sent"] == summary.selected == 5
+    written = sorted(path.name for path in (tmp_path / "out").glob("*.eml"))
+    assert written == sorted(eml_name(n, row["email"]) for n, row in enumerate(rows, 1))
+    again = prebuilt.Prebuilt()  # the next run checks the new row too, and sends it
+    require_valid(campaign, again)
+    assert again.last_row == 6
