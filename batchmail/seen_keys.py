@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 
-IN_MEMORY_KEYS = 50_000  # about 5 MB of dict; beyond it, a temporary database
+IN_MEMORY_KEYS = 20_000  # about 2 MB of dict; beyond it, a temporary database
 
 
 def key_digest(key: str) -> bytes:
