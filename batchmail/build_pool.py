@@ -50,11 +50,12 @@ PARALLEL_AFTER = 200
 CHECK_PARALLEL_AFTER = 1000
 CHUNK_BYTES = 1 << 20  # aim for about a megabyte of messages per chunk
 MAX_CHUNK = 256
-# More would help large messages (the runner takes a DATA batch of 32 at once, several
-# chunks at 140 KB: 10,000 such messages to smtp-sink sent in 22.0 s with 8 ahead, 24.1 s
-# with 2), but a worker killed while it hands back a result can leave the executor waiting
-# forever (the result pipe holds half a message), and busy workers are more often caught so:
-# with 8, tests/test_build_pool.py's killed-workers test hung in 2 runs of 6; with 2, in none.
+# More would help large messages (the runner takes a batch of several chunks at once at
+# 140 KB: with DATA batches of 32, 10,000 such messages to smtp-sink were sent in 22.0 s with
+# 8 ahead, 24.1 s with 2), but a worker killed while it hands back a result can leave the
+# executor waiting forever (the result pipe holds half a message), and busy workers are more
+# often caught so: with 8, tests/test_build_pool.py's killed-workers test hung in 2 runs of
+# 6; with 2, in none.
 CHUNKS_AHEAD_PER_WORKER = 2
 
 # A row's result: its message (squeezed, when asked for: see shared_parts), or the problems

@@ -36,11 +36,11 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from batchmail import journal_fold
 from batchmail.clock import timestamp
@@ -232,16 +232,9 @@ class Journal:
 
     def get_many(self, keys: Sequence[str]) -> dict[str, JournalEntry]:
         """The entries of those keys the journal has; one query per few hundred keys."""
-        found: dict[str, JournalEntry] = {}
         with self._reading() as connection:
-            for start in range(0, len(keys), KEYS_PER_QUERY):
-                chunk = keys[start : start + KEYS_PER_QUERY]
-                marks = ", ".join("?" * len(chunk))
-                for row in connection.execute(
-                    f"SELECT {_COLUMNS} FROM {self._entries} WHERE key IN ({marks})", chunk
-                ):
-                    found[row["key"]] = _entry(row)
-        return found
+            found = journal_fold.rows(connection, keys, self._entries)
+        return {key: _entry(row) for key, row in found.items()}
 
     def reserve(self, messages: Sequence[ComposedMessage]) -> None:
         """Record, durably and in one transaction, that these messages are about to be
@@ -595,7 +588,7 @@ def _reading_view(connection: sqlite3.Connection, path: Path, boot: str | None) 
         return "entries"
     connection.execute(f"CREATE TEMP TABLE changed AS SELECT {_COLUMNS} FROM main.entries LIMIT 0")
     connection.executemany(
-        f"INSERT INTO temp.changed ({_COLUMNS}) VALUES ({', '.join(':' + c for c in COLUMNS)})",
+        f"INSERT INTO temp.changed ({_COLUMNS}) VALUES ({journal_fold.NAMED})",
         changed.values(),
     )
     connection.execute(
@@ -647,8 +640,8 @@ def _json_list(items: tuple[str, ...]) -> str:
     return json.dumps(list(items))
 
 
-def _entry(row: sqlite3.Row) -> JournalEntry:
-    fields = dict(zip(row.keys(), row, strict=True))
+def _entry(row: Mapping[str, Any]) -> JournalEntry:
+    fields = dict(row)
     fields["rcpt_tos"] = tuple(json.loads(row["rcpt_tos"]))
     fields["refused"] = tuple(RecipientRefusal(a, c, r) for a, c, r in json.loads(row["refused"]))
     return JournalEntry(**fields)

@@ -41,10 +41,10 @@ KEYS_PER_QUERY = 500  # well under SQLite's limit on bound parameters (32,766)
 About = tuple[int, str, str, str]
 Row = dict[str, Any]
 
-_SELECT = f"SELECT {', '.join(COLUMNS)} FROM entries WHERE key IN "
+NAMED = ", ".join(":" + c for c in COLUMNS)  # a row's values, bound by column name
 # first_attempt_at is written as computed: the first try's time, kept by ``after``.
 PUT = (
-    f"INSERT INTO entries ({', '.join(COLUMNS)}) VALUES ({', '.join(':' + c for c in COLUMNS)})"
+    f"INSERT INTO entries ({', '.join(COLUMNS)}) VALUES ({NAMED})"
     " ON CONFLICT (key) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
 )
 
@@ -85,17 +85,7 @@ def fold(connection: sqlite3.Connection, items: Sequence[tuple[Event, About]], g
     journal records as sent, before anything is written; without it (events that already
     happened: data went out) such an event is passed over, as sent is final."""
     previous = rows(connection, {event.key for event, _ in items})
-    changed: dict[str, Row] = {}
-    for event, about in items:
-        before = changed.get(event.key) or previous.get(event.key)
-        if before is not None and before["status"] == Status.SENT:
-            if guard:
-                raise sent_already(
-                    event.key, "record an outcome for" if event.outcome else "mark in flight"
-                )
-            continue
-        changed[event.key] = after(before, event.key, about, event)
-    connection.executemany(PUT, changed.values())
+    connection.executemany(PUT, _applied(items, previous, guard).values())
     connection.executemany(
         "DELETE FROM reserved WHERE key = ?", ((event.key,) for event, _ in items)
     )
@@ -114,44 +104,54 @@ def recovered(
         )
     }
     previous = rows(connection, {event.key for event in logged} | reservations.keys())
-    changed: dict[str, Row] = {}
-    for event in logged:
-        before = changed.get(event.key) or previous.get(event.key)
-        reservation = reservations.get(event.key)
+
+    def about(key: str) -> About | None:
+        reservation = reservations.get(key)
         if reservation is not None:
-            about: About = tuple(reservation[2:6])  # type: ignore[assignment]
-        elif before is not None:  # reserved, marked, folded; its outcome came after
-            about = (
-                before["row_number"],
-                before["message_id"],
-                before["mail_from"],
-                before["rcpt_tos"],
-            )
-        else:
-            continue  # nothing to build an entry from: not expected
+            return reservation[2:6]  # type: ignore[return-value]
+        entry = previous.get(key)  # reserved, marked, folded; its outcome came after
+        if entry is None:
+            return None  # nothing to build an entry from: not expected
+        return (entry["row_number"], entry["message_id"], entry["mail_from"], entry["rcpt_tos"])
+
+    items = [(event, known) for event in logged if (known := about(event.key)) is not None]
+    told = {event.key for event in logged}
+    # The rest: never marked on this boot (they go), or maybe marked before a restart.
+    items += [
+        (Event(key, reservation[6]), reservation[2:6])  # type: ignore[misc]
+        for key, reservation in reservations.items()
+        if key not in told and (boot is None or reservation[1] != boot)
+    ]
+    return _applied(items, previous, guard=False)
+
+
+def _applied(
+    items: Iterable[tuple[Event, About]], previous: dict[str, Row], guard: bool
+) -> dict[str, Row]:
+    """The entries the events change (see fold's ``guard``), as they become: key -> row."""
+    changed: dict[str, Row] = {}
+    for event, about in items:
+        before = changed.get(event.key) or previous.get(event.key)
         if before is not None and before["status"] == Status.SENT:
+            if guard:
+                action = "record an outcome for" if event.outcome else "mark in flight"
+                raise sent_already(event.key, action)
             continue
         changed[event.key] = after(before, event.key, about, event)
-    told = {event.key for event in logged}
-    for key, reservation in reservations.items():
-        if key in told or (boot is not None and reservation[1] == boot):
-            continue
-        before = previous.get(key)
-        if before is not None and before["status"] == Status.SENT:
-            continue
-        about = tuple(reservation[2:6])  # type: ignore[assignment]
-        changed[key] = after(before, key, about, Event(key, reservation[6]))
     return changed
 
 
-def rows(connection: sqlite3.Connection, keys: Iterable[str]) -> dict[str, Row]:
-    """The entries of those keys the journal has, a few hundred keys a query."""
+def rows(
+    connection: sqlite3.Connection, keys: Iterable[str], table: str = "entries"
+) -> dict[str, Row]:
+    """The entries of those keys ``table`` has (the entries, or a reader's view of them), a
+    few hundred keys a query."""
     keys = list(keys)
     found: dict[str, Row] = {}
+    select = f"SELECT {', '.join(COLUMNS)} FROM {table} WHERE key IN "
     for start in range(0, len(keys), KEYS_PER_QUERY):
         chunk = keys[start : start + KEYS_PER_QUERY]
-        query = _SELECT + "(" + ", ".join("?" * len(chunk)) + ")"
-        for row in connection.execute(query, chunk):
+        for row in connection.execute(select + "(" + ", ".join("?" * len(chunk)) + ")", chunk):
             found[row[0]] = dict(zip(COLUMNS, row, strict=True))
     return found
 
