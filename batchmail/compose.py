@@ -145,7 +145,7 @@ class Composer:
             utf8,
             images,
         )
-        data, dot_lines = self._bytes(content, row)
+        parts, dot_lines = self._bytes(content, row)
         recipients = addresses["to"] + addresses["cc"] + addresses["bcc"]
         envelope = Envelope(sender.addr_spec, _unique(a.addr_spec for a in recipients))
         return ComposedMessage(
@@ -153,27 +153,28 @@ class Composer:
             recipient.key,
             envelope,
             message_id,
-            data,
+            parts,
             # wire_problem below found no bare CR or LF in the message's own bytes, nor
             # read_part in the attachments'; the MIME structure between them is CRLF.
-            crlf_only=data.endswith(b"\r\n"),
+            crlf_only=parts[-1].endswith(b"\r\n"),
             dot_lines=dot_lines,
         )
 
-    def _bytes(self, content: Content, row: str) -> tuple[bytes, bool]:
-        """The message's bytes, once they are shown to carry every header as meant; and
-        whether a line of them begins with a dot (told without scanning the attachments
-        again: they were scanned once, when they were read)."""
+    def _bytes(self, content: Content, row: str) -> tuple[tuple[bytes, ...], bool]:
+        """The message's parts (see ``ComposedMessage.parts``), once they are shown to carry
+        every header as meant; and whether a line of them begins with a dot (told without
+        scanning the attachments again: they were scanned once, when they were read)."""
         try:
             if self._fast and not content.utf8:
-                data, own = mime_fast.write_parts(content)
+                parts, own = mime_fast.write_parts(content)
             else:
-                data = own = reference_bytes(content)
+                own = reference_bytes(content)
+                parts = (own,)
         except (ValueError, TypeError, email.errors.MessageError) as exc:
             raise CampaignError([Problem(row, f"cannot build the message: {exc}")]) from exc
         problems = [
             Problem(f"{row}, {key}" if key != "message" else row, trouble)
-            for key, trouble in check_header_block(data, content.headers, content.utf8)
+            for key, trouble in check_header_block(parts[0], content.headers, content.utf8)
         ]
         if problems:  # each names its field; the check below would only repeat them
             raise CampaignError(problems)
@@ -182,8 +183,8 @@ class Composer:
         trouble = wire_problem(own, content.utf8)
         if trouble:
             raise CampaignError([Problem(row, trouble)])
-        parts = (*content.attachments, *content.images)
-        return data, has_dot_lines(own) or any(part.dot_lines for part in parts)
+        read = (*content.attachments, *content.images)
+        return parts, has_dot_lines(own) or any(part.dot_lines for part in read)
 
     def _inline_images(
         self, html: str | None, row: str, problems: list[Problem]

@@ -36,24 +36,29 @@ _RELATED_TYPE = '; type="text/html"'  # RFC 2387: a multipart/related names its 
 
 def write(content: Content) -> bytes:
     """``reference_bytes(content)`` for an ASCII message, computed faster."""
-    return write_parts(content)[0]
+    return b"".join(write_parts(content)[0])
 
 
-def write_parts(content: Content) -> tuple[bytes, bytes]:
-    """The message, and its own bytes: its headers and its text and html parts. The
-    rest is attachments (serialized and checked when they were read) and boundaries."""
+def write_parts(content: Content) -> tuple[tuple[bytes, ...], bytes]:
+    """The message in parts (joined: the message): the attachments' bytes as they were
+    serialized when read, each a part of its own (the very object, not a copy), and what
+    lies between them; and the message's own bytes: its headers and its text and html
+    parts. The rest is attachments (checked when they were read) and boundaries."""
     header_block = b"".join(fold(header) for header in content.headers)
     body, own_body = _body(content)
     own = header_block + own_body
     if not content.attachments:
-        return header_block + body, own
+        return (header_block + body,), own
     mixed = boundary(content.message_id, 0, content.bodies)
     dash = b"--" + mixed.encode("ascii")
-    pieces = [header_block, _multipart_head("mixed", mixed), _CRLF, dash, _CRLF, body]
+    between = _CRLF + dash + _CRLF
+    parts = [b"".join([header_block, _multipart_head("mixed", mixed), between, body])]
     for attachment in content.attachments:
-        pieces += [_CRLF, dash, _CRLF, attachment.wire]
-    pieces += [_CRLF, dash, b"--", _CRLF]
-    return b"".join(pieces), own  # one copy of the attachments' bytes, not one per level
+        parts[-1] += between  # a few kilobytes at most: the attachments are not copied
+        parts.append(attachment.wire)
+        parts.append(b"")
+    parts[-1] += _CRLF + dash + b"--" + _CRLF
+    return tuple(parts), own
 
 
 def _body(content: Content) -> tuple[bytes, bytes]:

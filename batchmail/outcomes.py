@@ -56,9 +56,26 @@ class ComposedMessage:
     key: str  # the value of the campaign's key column
     envelope: Envelope
     message_id: str  # with angle brackets, as in the header
-    data: bytes  # RFC 5322 message, CRLF line endings, no Bcc header
+    # The RFC 5322 message (no Bcc header), in order: joined, ``data``. An attachment is a
+    # part of its own, and one every row shares is the same bytes object in every message,
+    # never a copy: a run holds it once, and a transport can send it without joining.
+    parts: tuple[bytes, ...]
     # What the composer verified, so that a transport need not scan a large message again:
     # every line end is CRLF and the data ends with one; and whether a line may begin with
     # a dot (which DATA must double). The defaults promise nothing.
     crlf_only: bool = False
     dot_lines: bool = True
+
+    @property
+    def data(self) -> bytes:
+        """The whole message: a copy of every part (transports that send it use ``parts``)."""
+        return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+
+    @property
+    def size(self) -> int:
+        """The message's length in bytes."""
+        return sum(map(len, self.parts))
+
+    @property
+    def is_ascii(self) -> bool:
+        return all(part.isascii() for part in self.parts)

@@ -69,16 +69,16 @@ class Prebuilt:
 
 def dated(message: Kept, moment: datetime) -> Kept:
     """The message with its Date header's value set to ``moment``."""
+    pieces = message.pieces if isinstance(message, Squeezed) else message.parts
+    head = pieces[0]  # the header block comes before any attachment
+    if not isinstance(head, bytes):
+        return message
+    new_head = _dated(head, moment)
+    if new_head is head:
+        return message
     if isinstance(message, Squeezed):
-        head = message.pieces[0]  # the header block comes before any attachment
-        if not isinstance(head, bytes):
-            return message
-        new_head = _dated(head, moment)
-        if new_head is head:
-            return message
-        return dataclasses.replace(message, pieces=(new_head, *message.pieces[1:]))
-    data = _dated(message.data, moment)
-    return message if data is message.data else dataclasses.replace(message, data=data)
+        return dataclasses.replace(message, pieces=(new_head, *pieces[1:]))
+    return dataclasses.replace(message, parts=(new_head, *message.parts[1:]))
 
 
 def _dated(data: bytes, moment: datetime) -> bytes:

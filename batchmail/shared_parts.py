@@ -1,14 +1,13 @@
 """Messages without the attachments every row shares, for carrying between processes and
 keeping for the run.
 
-A campaign's static attachments are encoded once, and every message holds a copy of their
-bytes: 140 KB a row for a 100 KB PDF. A build worker handing such a message back pickled
-and piped all of it, and the check before a run could keep only a few hundred of them
-(``prebuilt``'s budget). ``SharedParts.squeeze`` cuts those bytes out of a message, leaving
-the index of each; ``resolve`` (in the process that receives it) puts that process's own
-copy back by reference, not by value, and ``expand`` joins the pieces into the message's
-bytes once, when it is sent. The bytes are the same, byte for byte: ``expand`` of
-``squeeze`` is the message.
+A campaign's static attachments are encoded once, and every message composed in a process
+holds that process's bytes of them as parts of its own (``ComposedMessage.parts``), by
+reference. Pickled, though, each message would carry a copy: 140 KB a row for a 100 KB PDF,
+from a build worker to the parent. ``SharedParts.squeeze`` puts the index of each such part
+in its place; ``resolve`` (in the process that receives it) puts that process's own bytes
+back, by reference again, and ``expand`` makes it a message. The bytes are the same, byte
+for byte: ``expand`` of ``resolve`` of ``squeeze`` is the message.
 """
 
 from __future__ import annotations
@@ -19,18 +18,16 @@ from dataclasses import dataclass
 
 from batchmail.outcomes import ComposedMessage
 
-# Smaller parts are left in place: cutting them out would save less than it costs.
+# Smaller parts are carried as they are: cutting them out would save less than it costs.
 MIN_SHARED = 4096
-# Enough of a part to find where it may begin before comparing the whole of it.
-_PROBE = 64
 
 
 @dataclass(frozen=True, slots=True)
 class Squeezed:
-    """A message whose data is ``pieces`` joined: its own bytes, and shared parts (an
-    index into the campaign's shared parts, or, once resolved, that part's bytes)."""
+    """A message whose parts are ``pieces``: its own bytes, and shared parts (an index into
+    the campaign's shared parts, or, once resolved, that part's bytes)."""
 
-    message: ComposedMessage  # with empty data
+    message: ComposedMessage  # with no parts
     pieces: tuple[bytes | int, ...]
     size: int  # the message's own bytes: what it costs to keep or carry
 
@@ -48,25 +45,16 @@ class SharedParts:
 
     def __init__(self, parts: Sequence[bytes]) -> None:
         self._parts = tuple(parts)
+        # A message holds these very objects (see ComposedMessage.parts): found by identity.
+        self._index = {id(part): i for i, part in enumerate(parts) if len(part) >= MIN_SHARED}
 
     def squeeze(self, message: ComposedMessage) -> ComposedMessage | Squeezed:
         """The message with the shared parts cut out, or as it is when it has none."""
-        data = message.data
-        pieces: list[bytes | int] = []
-        start = 0
-        for index, part in enumerate(self._parts):
-            if len(part) < MIN_SHARED:
-                continue
-            at = _find(data, part, start)
-            if at < 0:
-                continue  # not this message's (or not as the fast path writes it)
-            pieces += [data[start:at], index]
-            start = at + len(part)
-        if not pieces:
+        pieces = tuple(self._index.get(id(part), part) for part in message.parts)
+        if all(isinstance(piece, bytes) for piece in pieces):
             return message
-        pieces.append(data[start:])
         size = sum(len(piece) for piece in pieces if isinstance(piece, bytes))
-        return Squeezed(dataclasses.replace(message, data=b""), tuple(pieces), size)
+        return Squeezed(dataclasses.replace(message, parts=()), pieces, size)
 
     def resolve(self, squeezed: Squeezed) -> Squeezed:
         """The squeezed message with this process's shared parts in place of their indexes."""
@@ -75,23 +63,15 @@ class SharedParts:
 
 
 def expand(item: ComposedMessage | Squeezed) -> ComposedMessage:
-    """The whole message of a resolved squeezed one (a message as it is)."""
+    """The message of a resolved squeezed one (a message as it is); nothing is copied."""
     if isinstance(item, ComposedMessage):
         return item
-    if any(isinstance(piece, int) for piece in item.pieces):
+    parts = tuple(piece for piece in item.pieces if isinstance(piece, bytes))
+    if len(parts) < len(item.pieces):
         raise ValueError("a squeezed message must be resolved before it is expanded")
-    return dataclasses.replace(item.message, data=b"".join(item.pieces))  # type: ignore[arg-type]
+    return dataclasses.replace(item.message, parts=parts)
 
 
 def size_of(item: ComposedMessage | Squeezed) -> int:
     """What the item holds of its own (shared parts not counted)."""
-    return item.size if isinstance(item, Squeezed) else len(item.data)
-
-
-def _find(data: bytes, part: bytes, start: int) -> int:
-    """Where ``part`` is in ``data`` at or after ``start``, or -1; compared in place."""
-    probe = part[:_PROBE]
-    at = data.find(probe, start)
-    while at >= 0 and not data.startswith(part, at):
-        at = data.find(probe, at + 1)
-    return at
+    return item.size

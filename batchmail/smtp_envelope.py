@@ -6,7 +6,7 @@ a connection.
 from __future__ import annotations
 
 import re
-from collections.abc import Container
+from collections.abc import Container, Iterator
 from dataclasses import dataclass
 
 from batchmail.outcomes import ComposedMessage, Outcome, Status
@@ -49,14 +49,15 @@ def transaction(message: ComposedMessage, extensions: Container[str]) -> Transac
     try:
         mail_from = _wire_address("sender", envelope.mail_from, smtputf8)
         rcpt_tos = [_wire_address("recipient", a, smtputf8) for a in envelope.rcpt_tos]
-        if not message.data.isascii() and "8bitmime" not in extensions:
+        ascii_data = message.is_ascii
+        if not ascii_data and "8bitmime" not in extensions:
             raise Unsendable("the message has 8-bit data, and the server does not offer 8BITMIME")
     except Unsendable as exc:
         return Outcome(Status.FAILED, None, str(exc))
     # Non-ASCII survives _wire_address only when the server offers SMTPUTF8.
     needs_smtputf8 = not all(a.isascii() for a in [mail_from, *rcpt_tos])
-    options = [f"SIZE={len(message.data)}"] if "size" in extensions else []
-    if not message.data.isascii():
+    options = [f"SIZE={message.size}"] if "size" in extensions else []
+    if not ascii_data:
         options.append("BODY=8BITMIME")
     if needs_smtputf8:
         options.append("SMTPUTF8")
@@ -66,6 +67,34 @@ def transaction(message: ComposedMessage, extensions: Container[str]) -> Transac
         mail_options="".join(f" {option}" for option in options),
         command_encoding="utf-8" if needs_smtputf8 else "ascii",
     )
+
+
+def payload(message: ComposedMessage, *, chunking: bool) -> tuple[bytes, ...]:
+    """The message's data as BDAT (``chunking``: ``crlf_lines``) or DATA (``dot_stuffed``)
+    carries it, in parts. When the composer vouched for its line ends, a part with no dot to
+    double goes as it is, not copied: a shared attachment goes out from the one copy the run
+    holds."""
+    if not message.crlf_only:
+        data = message.data
+        if chunking:
+            return (crlf_lines(data),)
+        return (dot_stuffed(data, dot_lines=message.dot_lines),)
+    if chunking or not message.dot_lines:
+        return message.parts
+    return tuple(_dots_doubled(message.parts))
+
+
+def _dots_doubled(parts: tuple[bytes, ...]) -> Iterator[bytes]:
+    """``dot_stuffed`` part by part, for parts whose every line end is CRLF."""
+    line_start = True  # the next part begins a line
+    for part in parts:
+        starts = line_start and part.startswith(b".")
+        if starts or has_dot_lines(part):
+            yield (b"." if starts else b"") + part.replace(b"\n.", b"\n..")
+        else:
+            yield part
+        if part:
+            line_start = part.endswith(b"\n")
 
 
 def crlf_lines(data: bytes, crlf_only: bool = False) -> bytes:

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from batchmail.outcomes import ComposedMessage, Outcome
-from batchmail.smtp_envelope import END_OF_DATA, Transaction, crlf_lines, dot_stuffed
+from batchmail.smtp_envelope import END_OF_DATA, Transaction, payload
 from batchmail.smtp_replies import ProtocolError, Reply, Sent, TransactionReplies
 from batchmail.smtp_wire import Wire, WireLost
 from batchmail.transport import Answered, BeforeData
@@ -140,9 +140,9 @@ class Pipeline:
                     reported = done
                 before_data([e.message for e in entries[index : index + group]])
             self._envelope(entry)
-            payload = crlf_lines(entry.message.data, entry.message.crlf_only)
-            self._command(entry, f"BDAT {len(payload)} LAST", awaits=False)
-            self._wire.data(payload, functools.partial(entry.mark, Sent.DATA))
+            parts = payload(entry.message, chunking=True)
+            self._command(entry, f"BDAT {sum(map(len, parts))} LAST", awaits=False)
+            self._wire.data(parts, functools.partial(entry.mark, Sent.DATA))
             self._awaiting.append((entry, self._wire.queued))  # answered after the chunk
             yield False
 
@@ -171,9 +171,8 @@ class Pipeline:
     def _data(self, entry: Entry, before_data: BeforeData) -> None:
         if entry.replies.wants_data:
             before_data([entry.message])
-            message = entry.message
-            payload = dot_stuffed(message.data, message.crlf_only, message.dot_lines)
-            self._wire.data(payload, functools.partial(entry.mark, Sent.DATA), END_OF_DATA)
+            parts = payload(entry.message, chunking=False)
+            self._wire.data(parts, functools.partial(entry.mark, Sent.DATA), END_OF_DATA)
         else:
             # 354 although no recipient was accepted: an empty message ends it (RFC 2920 3.1).
             self._wire.command(".")

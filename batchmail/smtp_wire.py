@@ -11,18 +11,23 @@ one selector. Plain and TLS sockets alike (smtplib's, after STARTTLS or implicit
 from __future__ import annotations
 
 import contextlib
+import itertools
 import selectors
 import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from batchmail.smtp_dialogue import DebugLog, quickack
 from batchmail.smtp_replies import ProtocolError, Reply, ReplyReader
 
 _WRITE_SIZE = 256 * 1024  # per send() call; large enough to fill the socket buffer
 _HIGH_WATER = 1024 * 1024  # queued bytes not yet written: more is asked for below this
+# Queued pieces smaller than this are copied together (commands, replies' worth of text);
+# larger ones (message data, an attachment every message shares) go out from where they are.
+_COPY_BELOW = 16 * 1024
+_MAX_PIECES = 64  # per sendmsg() call (the system allows 1,024)
 _READ_SIZE = 64 * 1024
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
@@ -44,11 +49,18 @@ class Wire:
     def __init__(self, sock: socket.socket, log: DebugLog | None = None) -> None:
         self._sock = sock
         self._log = log
-        self._out = bytearray()
+        # What to write, in order: small pieces copied together into a bytearray, large ones
+        # as given. ``_offset``: how much of the first was written already.
+        self._out: deque[bytes | bytearray] = deque()
+        self._out_size = 0  # bytes in _out not yet written
+        self._offset = 0
+        self._gather = not isinstance(sock, ssl.SSLSocket)  # sendmsg(): a plain socket's
         self._written = 0  # bytes of the stream handed to the kernel
         self._queued = 0  # bytes of the stream queued so far
         self._on_written: deque[tuple[int, Callable[[], None]]] = deque()  # (stream end, call)
-        self._retry = 0  # a TLS write that would block must be repeated with the same length
+        # The length of a send that would have blocked (0: none did): wait until the socket
+        # is writable, then repeat it (TLS must repeat a write with the same length).
+        self._retry = 0
         self._reader = ReplyReader()
         self._source: Iterator[bool] | None = None
         # Made at the first pump and kept until close: a message with DATA is two or three
@@ -84,7 +96,7 @@ class Wire:
     def halt(self) -> None:
         """Write nothing more: drop what is queued and what the source would give."""
         self._out.clear()
-        self._retry = 0
+        self._out_size = self._offset = self._retry = 0
         self._source = None
 
     def source(self, steps: Iterator[bool]) -> None:
@@ -92,7 +104,7 @@ class Wire:
         self._refill()
 
     def _refill(self) -> None:
-        while self._source is not None and len(self._out) < _HIGH_WATER:
+        while self._source is not None and self._out_size < _HIGH_WATER:
             waiting = next(self._source, None)
             if waiting is None:
                 self._source = None
@@ -107,18 +119,29 @@ class Wire:
         self._queue((line + "\r\n").encode(encoding), on_written)
 
     def data(
-        self, payload: bytes, on_written: Callable[[], None] | None = None, end: bytes = b""
+        self,
+        parts: Sequence[bytes],
+        on_written: Callable[[], None] | None = None,
+        end: bytes = b"",
     ) -> None:
-        """Message data in wire form, then ``end``; the log gets their size only."""
+        """Message data in wire form (``parts``, joined), then ``end``; the log gets their
+        size only. The parts are not copied: they must not change until written."""
         if self._log is not None:
-            self._log.data(len(payload) + len(end))
-        if end:
-            self._queue(payload, None)
-            payload = end
-        self._queue(payload, on_written)
+            self._log.data(sum(map(len, parts)) + len(end))
+        for part in parts:
+            self._queue(part, None)
+        self._queue(end, on_written)
 
     def _queue(self, chunk: bytes, on_written: Callable[[], None] | None) -> None:
-        self._out += chunk
+        if len(chunk) >= _COPY_BELOW:
+            self._out.append(chunk)
+        elif chunk:
+            last = self._out[-1] if self._out else None
+            if isinstance(last, bytearray) and len(last) < _COPY_BELOW:
+                last += chunk
+            else:
+                self._out.append(bytearray(chunk))
+        self._out_size += len(chunk)
         self._queued += len(chunk)
         if on_written is not None:
             self._on_written.append((self._queued, on_written))
@@ -199,24 +222,55 @@ class Wire:
             raise WireLost("the server sent more than the replies asked for")
 
     def _write(self, on_reply: Callable[[Reply], None]) -> bool:
-        size = self._retry or min(len(self._out), _WRITE_SIZE)
         try:
-            # Views released at once: the buffer is trimmed below, which they would forbid.
-            with memoryview(self._out) as view, view[:size] as chunk:
-                written = self._sock.send(chunk)
+            written = self._send()
         except _WOULD_BLOCK:
-            self._retry = size
             return False
         except OSError as exc:
             # The server may have answered, then closed (a 421): read what it said first.
             self._read_remaining(on_reply)
             raise WireLost(_describe(exc)) from exc
         self._retry = 0
-        del self._out[:written]
         self._written += written
+        self._out_size -= written
+        progress = written > 0
+        while written:
+            left = len(self._out[0]) - self._offset
+            if written < left:
+                self._offset += written
+                break
+            self._out.popleft()
+            self._offset = 0
+            written -= left
         while self._on_written and self._on_written[0][0] <= self._written:
             self._on_written.popleft()[1]()
-        return written > 0
+        return progress
+
+    def _send(self) -> int:
+        """One send from the start of what is queued: bytes written. ``_retry`` says, until
+        the caller clears it, that a send was tried. The views into the pieces are released
+        at once: a bytearray among them may grow before the next send."""
+        if not self._gather:
+            # TLS: one piece at a time; a write that would block is repeated with the same
+            # length (OpenSSL's rule), which the first piece still has (pieces only grow).
+            first = self._out[0]
+            self._retry = self._retry or min(len(first) - self._offset, _WRITE_SIZE)
+            end = self._offset + self._retry
+            with memoryview(first) as view, view[self._offset : end] as chunk:
+                return self._sock.send(chunk)
+        views: list[memoryview] = []
+        size = 0
+        try:
+            for piece in itertools.islice(self._out, _MAX_PIECES):
+                views.append(memoryview(piece)[self._offset :] if not views else memoryview(piece))
+                size += len(views[-1])
+                if size >= _WRITE_SIZE:
+                    break
+            self._retry = size
+            return self._sock.sendmsg(views)
+        finally:
+            for view in views:
+                view.release()
 
     def _read(self, on_reply: Callable[[Reply], None]) -> bool:
         """Everything readable now; raises WireLost at the end of the stream."""

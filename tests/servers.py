@@ -595,5 +595,5 @@ def make_message(
         key=to,
         envelope=MessageEnvelope(mail_from, rcpt_tos if rcpt_tos is not None else (to,)),
         message_id=message_id,
-        data=message.as_bytes(),
+        parts=(message.as_bytes(),),
     )

@@ -30,7 +30,7 @@ from batchmail.outcomes import ComposedMessage, Envelope, Outcome, Status
 
 def message(key, row):
     return ComposedMessage(
-        row, key, Envelope("news@example.com", (key,)), f"<{row}@example.com>", b"data"
+        row, key, Envelope("news@example.com", (key,)), f"<{row}@example.com>", (b"data",)
     )
 
 path = Path(sys.argv[1])
@@ -39,7 +39,7 @@ path = Path(sys.argv[1])
 
 def message(key: str, row: int, rcpt_tos: tuple[str, ...] | None = None) -> ComposedMessage:
     envelope = Envelope("news@example.com", rcpt_tos or (key,))
-    return ComposedMessage(row, key, envelope, f"<{row}@example.com>", b"data")
+    return ComposedMessage(row, key, envelope, f"<{row}@example.com>", (b"data",))
 
 
 @pytest.fixture

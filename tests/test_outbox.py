@@ -17,7 +17,7 @@ from batchmail.outcomes import ComposedMessage, Envelope, Outcome, Status
 def message(key: str, row: int, data: bytes = b"") -> ComposedMessage:
     envelope = Envelope("news@example.com", (key, "copy@example.com"))
     body = data or f"To: {key}\r\nSubject: Hello\r\n\r\nHi.\r\n".encode()
-    return ComposedMessage(row, key, envelope, f"<{row}@example.com>", body)
+    return ComposedMessage(row, key, envelope, f"<{row}@example.com>", (body,))
 
 
 def manifest_rows(directory: Path) -> list[list[str]]:
@@ -205,7 +205,7 @@ outbox.open()
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
 big = ComposedMessage(1, "ann@example.com", Envelope("a@x", ("ann@example.com",)), "<1@x>",
-                      b"x" * 200_000)
+                      (b"x" * 200_000,))
 try:
     outbox.send(big, lambda: None)
 except RunAborted as exc:

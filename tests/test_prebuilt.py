@@ -58,13 +58,13 @@ def test_dating_a_message_changes_its_date_alone(tmp_path: Path) -> None:
         b"From: a@example.org\r\nSubject: Date: not this one\r\n"
         b"Date: Sat, 01 Jan 2000 00:00:00 +0000\r\nMessage-ID: <1@x>\r\n\r\nDate: nor this\r\n"
     )
-    message = ComposedMessage(1, "k", None, "<1@x>", data, crlf_only=True, dot_lines=False)  # type: ignore[arg-type]
+    message = ComposedMessage(1, "k", None, "<1@x>", (data,), crlf_only=True, dot_lines=False)  # type: ignore[arg-type]
     later = dated(message, datetime(2026, 11, 27, 9, 5, 3, tzinfo=UTC))
     assert later.data == data.replace(
         b"Sat, 01 Jan 2000 00:00:00 +0000", b"Fri, 27 Nov 2026 09:05:03 +0000"
     )
     assert (later.crlf_only, later.dot_lines, later.key) == (True, False, "k")
-    odd = ComposedMessage(1, "k", None, "<1@x>", b"Subject: x\r\n\r\nbody\r\n")  # type: ignore[arg-type]
+    odd = ComposedMessage(1, "k", None, "<1@x>", (b"Subject: x\r\n\r\nbody\r\n",))  # type: ignore[arg-type]
     assert dated(odd, datetime.now(UTC)) is odd  # no Date header: left as it is
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,20 @@ def test_a_batch_holds_at_most_batch_bytes_of_messages(
     for sizes in outbox.batches[:-1]:
         # Closed by the message that reached BATCH_BYTES, not before, not after.
         assert sum(sizes[:-1]) < 10_000 <= sum(sizes), outbox.batches
+
+
+def test_an_attachment_every_message_shares_counts_once_in_a_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "guide.pdf").write_bytes(os.urandom(40_000))  # 54 KB in base64
+    message = {"attachments": ["guide.pdf"]}
+    path = write_campaign(tmp_path, people(30), smtp="embedded", message=message)
+    monkeypatch.setattr(runner_module, "BATCH_BYTES", 100_000)
+    outbox = BatchRecorder(tmp_path / "out")
+    summary = Runner(load_campaign(path), [outbox], None, select=lambda entry: True).run()
+    assert summary.counts["sent"] == 30
+    sizes = [size for batch in outbox.batches for size in batch]
+    assert len(sizes) == 30 and min(sizes) > 54_000
+    # Counted in every message, the PDF would close a batch at the second message; counted
+    # once, about 45 KB of the messages' own bytes fit beside it: 15 or so of 3 KB.
+    assert all(len(batch) >= 10 for batch in outbox.batches[:-1]), outbox.batches

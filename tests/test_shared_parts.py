@@ -13,6 +13,7 @@ from campaign_files import people, write_campaign
 from servers import StartServer
 
 from batchmail import prebuilt
+from batchmail.build_pool import build_all
 from batchmail.campaign import load_campaign
 from batchmail.check import MessageFactory
 from batchmail.delivery import send
@@ -71,6 +72,27 @@ def test_a_message_without_the_shared_part_is_left_as_it_is(tmp_path: Path) -> N
     guide, _ = shared._parts  # noqa: SLF001
     partial = SharedParts([guide + b"more"])
     assert partial.squeeze(messages[0]) is messages[0]
+
+
+def test_workers_hand_messages_back_without_the_shared_part(tmp_path: Path) -> None:
+    # A worker's message holds its own copy of the PDF; the parent's comes back with the
+    # parent's copy in its place (the very object), the bytes as the parent would build them.
+    path = attachment_campaign(tmp_path, people(12))
+    shared, expected = built(path)
+    guide, _ = shared._parts  # noqa: SLF001
+    campaign = load_campaign(path)
+    rows = read_recipients(campaign.recipients)
+    results = list(
+        build_all(campaign, rows, lambda: WHEN, workers=2, parallel_after=2, squeezed=True)
+    )
+    assert [recipient.row_number for recipient, _ in results] == list(range(1, 13))
+    copies = []
+    for (_, item), message in zip(results, expected, strict=True):
+        assert isinstance(item, Squeezed) and item.size < 20_000
+        copies += [piece for piece in item.pieces if piece == guide]
+        assert expand(item) == message
+    # Rows 1 and 2 were built in the parent, the rest by workers: one object for all twelve.
+    assert len(copies) == 12 and len({id(copy) for copy in copies}) == 1
 
 
 def test_a_run_sends_squeezed_kept_messages_as_they_were_built(

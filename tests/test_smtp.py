@@ -34,7 +34,8 @@ from batchmail.smtp import (
     SmtpSession,
     dot_stuff,
 )
-from batchmail.smtp_envelope import crlf_lines
+from batchmail.smtp_envelope import crlf_lines, dot_stuffed, payload
+from batchmail.wire import has_dot_lines
 
 
 class BeforeData:
@@ -101,7 +102,7 @@ def test_lines_starting_with_a_dot_arrive_unchanged(
 
 
 def test_bare_line_feeds_go_out_as_crlf(session: SmtpSession, smtp_server: SmtpTestServer) -> None:
-    message = replace(make_message(), data=b"Subject: x\n\n.line\nlast\r\nbare cr\r")
+    message = replace(make_message(), parts=(b"Subject: x\n\n.line\nlast\r\nbare cr\r",))
     assert session.send(message, BeforeData()).status is Status.SENT
     assert smtp_server.messages[0].data == b"Subject: x\r\n\r\n.line\r\nlast\r\nbare cr\r\n"
 
@@ -117,7 +118,7 @@ def test_size_is_declared_when_the_server_offers_it(
 def test_eight_bit_data_is_declared_8bitmime(
     session: SmtpSession, smtp_server: SmtpTestServer
 ) -> None:
-    message = replace(make_message(), data="Subject: café\r\n\r\nDéjà vu\r\n".encode())
+    message = replace(make_message(), parts=("Subject: café\r\n\r\nDéjà vu\r\n".encode(),))
     assert session.send(message, BeforeData()).status is Status.SENT
     assert "BODY=8BITMIME" in smtp_server.messages[0].mail_options
     assert smtp_server.messages[0].data == message.data
@@ -582,6 +583,34 @@ def test_what_a_message_tells_of_its_lines_changes_nothing_when_true(pieces: lis
     dots = data.startswith(b".") or b"\n." in data
     assert dot_stuff(data, crlf_only=True, dot_lines=dots) == dot_stuff(data)
     assert crlf_lines(data, crlf_only=True) == crlf_lines(data)
+
+
+@given(st.lists(st.sampled_from([b".", b"..", b"a.b", b"x", b"\r\n", b"\r\n."]), max_size=200))
+def test_dot_lines_are_found_among_many_dots_or_few(pieces: list[bytes]) -> None:
+    # Past a few dots the search changes its way: both must agree with the definition.
+    data = b"".join(pieces)
+    assert has_dot_lines(data) == (re.search(rb"(?m)^\.", data) is not None)
+
+
+@given(
+    st.lists(st.lists(st.sampled_from([b"", b".", b"..", b".a", b"a.", b"x", b"\r\n"]))),
+    st.booleans(),
+)
+def test_a_message_in_parts_goes_out_as_the_whole_would(
+    parts: list[list[bytes]], crlf_only: bool
+) -> None:
+    # Dots doubled part by part (a dot may begin a part, or a line end may close the one
+    # before), and no part copied that needs no change.
+    pieces = tuple(b"".join(part) for part in parts) + (b"\r\n",)
+    data = b"".join(pieces)
+    message = replace(make_message(), parts=pieces, crlf_only=crlf_only)
+    stuffed = payload(message, chunking=False)
+    assert b"".join(stuffed) == dot_stuffed(data)
+    assert b"".join(payload(message, chunking=True)) == crlf_lines(data)
+    if crlf_only:
+        assert all(
+            out is part for out, part in zip(stuffed, pieces, strict=True) if b"." not in part
+        )
 
 
 def test_composed_message_bytes_are_unchanged_by_stuffing() -> None:

@@ -17,8 +17,10 @@ from dataclasses import replace
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from servers import (
+    AUTH_MECHANISMS,
     PASSWORD,
     USERNAME,
+    Certificates,
     ClosingHandler,
     DeferringHandler,
     DroppingHandler,
@@ -196,7 +198,7 @@ def test_bdat_carries_the_data_as_is_and_data_dot_stuffed(start_smtp_server: Sta
     for mode in PIPELINED:
         server = start_smtp_server(mode=mode)
         message = make_message(body=body)
-        bare = replace(make_message(2), data=b"Subject: x\n\n.line\nlast\r\nbare cr\r")
+        bare = replace(make_message(2), parts=(b"Subject: x\n\n.line\nlast\r\nbare cr\r",))
         with session_for(server, Recorder()) as session:
             outcomes = session.send_batch([message, bare], lambda going: None)
         assert statuses(outcomes) == [Status.SENT] * 2
@@ -211,7 +213,7 @@ def test_non_ascii_in_a_window_sends_each_envelope_as_it_needs(
     server = start_smtp_server(mode=mode)
     messages = [
         make_message(1, rcpt_tos=("jörg@example.com",)),
-        replace(make_message(2), data="Subject: café\r\n\r\nDéjà vu\r\n".encode()),
+        replace(make_message(2), parts=("Subject: café\r\n\r\nDéjà vu\r\n".encode(),)),
         make_message(3, rcpt_tos=("info@bücher.example",)),
     ]
     with session_for(server, Recorder()) as session:
@@ -254,6 +256,44 @@ def test_big_messages_over_starttls_with_auth(
     assert statuses(outcomes) == [Status.SENT] * 10
     assert all(m.tls for m in server.messages)
     assert [m.data for m in server.messages] == [m.data for m in messages]
+    received_at_most_once(server)
+
+
+@pytest.mark.parametrize("mode", PIPELINED)
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "starttls"])
+def test_messages_in_parts_go_out_byte_for_byte(
+    start_smtp_server: StartServer, certificates: Certificates, mode: Mode, tls: bool
+) -> None:
+    # A megabyte every message holds by reference (as a shared attachment is) between parts
+    # of their own: sent without being joined, over a socket that fills (so writes stop
+    # part-way through a part), plain and TLS alike.
+    shared = b"".join(b"%07d a line of the shared attachment\r\n" % n for n in range(25_000))
+    messages = []
+    for n in range(1, 9):
+        base = make_message(n)
+        if n % 3:
+            parts = (base.data, shared, b"own\r\n")
+            messages.append(replace(base, parts=parts, crlf_only=True, dot_lines=False))
+        else:  # no CRLF at the end, and a dot to double: the transport must see to both
+            parts = (base.data, shared, b"row %d's own line\r\n" % n, b".")
+            messages.append(replace(base, parts=parts, crlf_only=False))
+    if tls:
+        server = start_smtp_server(
+            security="starttls",
+            certificates=certificates,
+            auth_mechanisms=AUTH_MECHANISMS,
+            mode=mode,
+        )
+        session = session_for(server, Recorder(), PASSWORD, username=USERNAME)
+    else:
+        server = start_smtp_server(mode=mode)
+        session = session_for(server, Recorder())
+    with session:
+        outcomes = session.send_batch(messages, lambda going: None)
+    assert statuses(outcomes) == [Status.SENT] * 8
+    assert [m.tls for m in server.messages] == [tls] * 8
+    expected = [m.data if m.crlf_only else m.data + b"\r\n" for m in messages]
+    assert [m.data for m in server.messages] == expected
     received_at_most_once(server)
 
 
