@@ -635,7 +635,9 @@ def _refused_json(outcome: Outcome) -> str:
     return json.dumps([[r.address, r.code, r.reply] for r in outcome.refused])
 
 
-@functools.lru_cache(maxsize=64)  # a message is written twice: marked, then its outcome
+# A message is written three times: reserved (with its batch, up to 256 before the first
+# mark), marked, then its outcome.
+@functools.lru_cache(maxsize=1024)
 def _json_list(items: tuple[str, ...]) -> str:
     return json.dumps(list(items))
 

@@ -84,11 +84,10 @@ def fold(connection: sqlite3.Connection, items: Sequence[tuple[Event, About]], g
     the messages they concern. ``guard``: refuse (ValueError) an event for a message the
     journal records as sent, before anything is written; without it (events that already
     happened: data went out) such an event is passed over, as sent is final."""
-    previous = rows(connection, {event.key for event, _ in items})
+    keys = {event.key for event, _ in items}
+    previous = rows(connection, keys)
     connection.executemany(PUT, _applied(items, previous, guard).values())
-    connection.executemany(
-        "DELETE FROM reserved WHERE key = ?", ((event.key,) for event, _ in items)
-    )
+    connection.executemany("DELETE FROM reserved WHERE key = ?", ((key,) for key in keys))
 
 
 def recovered(
