@@ -91,6 +91,17 @@ def test_context_has_row_and_row_number(tmp_path: Path) -> None:
     assert rendered.html is None
 
 
+def test_jinja_globals_are_there_and_a_column_hides_one(tmp_path: Path) -> None:
+    text = (
+        "{% set ns = namespace(n=0) %}{% for i in range(3) %}{% set ns.n = ns.n + i %}"
+        "{% endfor %}{{ ns.n }} {{ dict(a=1)['a'] }} {{ cycler }}\n"
+    )
+    renderer = Renderer.compile(make_campaign(tmp_path, text=text, html=None))
+    # A row's column of a global's name wins, as in any Jinja context.
+    assert renderer.render(recipient(1, cycler="mine")).text == "3 1 mine\n"
+    assert renderer.render(recipient(2)).text.startswith("3 1 <class ")
+
+
 def test_undefined_variable_names_template_line_and_row(tmp_path: Path) -> None:
     text = "Hello,\n\n{% if true %}\n  {{ nmae }}\n{% endif %}\n"
     renderer = Renderer.compile(make_campaign(tmp_path, text=text))

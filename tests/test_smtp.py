@@ -589,7 +589,11 @@ def test_what_a_message_tells_of_its_lines_changes_nothing_when_true(pieces: lis
 def test_dot_lines_are_found_among_many_dots_or_few(pieces: list[bytes]) -> None:
     # Past a few dots the search changes its way: both must agree with the definition.
     data = b"".join(pieces)
-    assert has_dot_lines(data) == (re.search(rb"(?m)^\.", data) is not None)
+    expected = re.search(rb"(?m)^\.", data) is not None
+    assert has_dot_lines(data) == expected
+    # Long data goes from dot to dot: padded past the short way's limit, the same answer.
+    padding = b"x" * (16 * 1024) + b"\r\n"
+    assert has_dot_lines(padding + data) == expected
 
 
 @given(
