@@ -11,6 +11,7 @@ the next in-flight mark, so a kill mid-batch leaves only the unanswered messages
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -63,7 +64,7 @@ def send_one_by_one(
         if not transport.connected:
             outcomes.append(Outcome(Status.DEFERRED, None, NOT_SENT, transient=True))
             continue
-        outcome = transport.send(message, lambda m=message: before_data((m,)))
+        outcome = transport.send(message, functools.partial(before_data, (message,)))
         outcomes.append(outcome)
         if answered is not None:
             answered(message, outcome)
