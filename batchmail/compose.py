@@ -19,7 +19,6 @@ import email.errors
 import hashlib
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from email.utils import format_datetime
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -34,6 +33,7 @@ from batchmail.attachments import (
 )
 from batchmail.bodies import local_images, with_sources
 from batchmail.campaign import Campaign
+from batchmail.clock import email_date
 from batchmail.errors import CampaignError, Problem
 from batchmail.fields import (
     address_headers,
@@ -126,7 +126,7 @@ class Composer:
             raise CampaignError(problems)
         sender = addresses["from_"][0]
         message_id = _message_id(self._campaign.name, recipient.key, sender.addr_spec)
-        date_value = format_datetime(date or datetime.now(UTC).astimezone())
+        date_value = email_date(date or datetime.now(UTC).astimezone())
         headers = (*address_headers(addresses), Header("Subject", subject, "message.subject"))
         headers += (
             Header("Date", date_value, "date"),

@@ -20,8 +20,8 @@ import dataclasses
 from collections import deque
 from collections.abc import Iterator
 from datetime import datetime
-from email.utils import format_datetime
 
+from batchmail.clock import email_date
 from batchmail.outcomes import ComposedMessage
 from batchmail.shared_parts import Squeezed, size_of
 
@@ -82,7 +82,7 @@ def dated(message: Kept, moment: datetime) -> Kept:
 
 
 def _dated(data: bytes, moment: datetime) -> bytes:
-    value = format_datetime(moment).encode("ascii")
+    value = email_date(moment).encode("ascii")
     header_end = data.find(b"\r\n\r\n")
     start = data.find(_DATE, 0, header_end) + len(_DATE)
     end = data.find(b"\r\n", start)

@@ -4,16 +4,19 @@ built once, dated when it is sent, and a run past the budget builds the rest its
 from __future__ import annotations
 
 import email.utils
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from campaign_files import people, write_campaign
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from servers import StartServer
 
 from batchmail import prebuilt
 from batchmail.campaign import load_campaign
 from batchmail.check import require_valid
+from batchmail.clock import email_date
 from batchmail.delivery import send
 from batchmail.outbox import Outbox, eml_name
 from batchmail.outcomes import ComposedMessage
@@ -86,3 +89,22 @@ def test_a_run_sends_the_rows_the_check_kept_without_reading_the_file_again(
     again = prebuilt.Prebuilt()  # the next run checks the new row too, and sends it
     require_valid(campaign, again)
     assert again.last_row == 6
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1971, 1, 1),
+        max_value=datetime(2200, 1, 1),
+        timezones=st.sampled_from([None, UTC])
+        | st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
+        | st.timezones(),
+    )
+)
+def test_a_date_header_made_once_a_second_is_the_email_packages(moment: datetime) -> None:
+    if moment.tzinfo is not None:  # a wall time a DST change skips is no instant: none of ours
+        assume(
+            moment.astimezone(UTC).astimezone(moment.tzinfo).replace(tzinfo=None, fold=0)
+            == moment.replace(tzinfo=None, fold=0)
+        )
+    # Twice: the second comes from the cache.
+    assert email_date(moment) == email_date(moment) == email.utils.format_datetime(moment)
