@@ -360,8 +360,8 @@ def _compile(env: jinja2.Environment, source: str, label: str) -> _Compiled:
     code = env.compile(source, name=label, filename=filename)
     # Jinja copies a template's globals into each render's context. make_globals gives a
     # ChainMap over the environment's (to follow later changes to them: batchmail makes
-    # none), whose iteration in Python took more than half of a row's rendering: 22 -> 10 us
-    # a template with a plain dict of the same globals.
+    # none), whose iteration in Python took more than half of each render: 22 -> 10 us a
+    # template with a plain dict of the same globals.
     template = env.template_class.from_code(env, code, dict(env.make_globals(None)))
     constant = template.render() if _is_plain_text(env, source) else None
     return _Compiled(label, filename, template, constant)
