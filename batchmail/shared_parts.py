@@ -46,7 +46,7 @@ class SharedParts:
     def __init__(self, parts: Sequence[bytes]) -> None:
         self._parts = tuple(parts)
         # A message holds these very objects (see ComposedMessage.parts): found by identity.
-        self._index = {id(part): i for i, part in enumerate(parts) if len(part) >= MIN_SHARED}
+        self._index = {id(p): i for i, p in enumerate(self._parts) if len(p) >= MIN_SHARED}
 
     def squeeze(self, message: ComposedMessage) -> ComposedMessage | Squeezed:
         """The message with the shared parts cut out, or as it is when it has none."""
