@@ -7,8 +7,9 @@ chunks, at most a few chunks ahead of the consumer, so memory does not grow with
 and a message's Date is never far from the moment it is sent.
 
 Workers start from a fork server (not by forking this process, which may hold threads: the
-embedded server, the progress bar) and ignore Ctrl-C, which the parent handles. If a worker
-dies, the chunks it held are built here instead: building is pure, so nothing is lost.
+embedded server, the progress bar) and ignore Ctrl-C, which the parent handles. Each has a
+pipe of its own (see _Worker). If a worker dies, the workers are stopped and the chunks they
+held are built here instead: building is pure, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -17,18 +18,18 @@ import contextlib
 import functools
 import itertools
 import multiprocessing
+import multiprocessing.connection
 import os
-import select
+import queue
 import signal
 import sys
 import threading
-import time
 import types
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING
 
 from batchmail.campaign import Campaign
@@ -50,12 +51,9 @@ PARALLEL_AFTER = 200
 CHECK_PARALLEL_AFTER = 1000
 CHUNK_BYTES = 1 << 20  # aim for about a megabyte of messages per chunk
 MAX_CHUNK = 256
-# More would help large messages (the runner takes a batch of several chunks at once at
-# 140 KB: with DATA batches of 32, 10,000 such messages to smtp-sink were sent in 22.0 s with
-# 8 ahead, 24.1 s with 2), but a worker killed while it hands back a result can leave the
-# executor waiting forever (the result pipe holds half a message), and busy workers are more
-# often caught so: with 8, tests/test_build_pool.py's killed-workers test hung in 2 runs of
-# 6; with 2, in none.
+# Chunks asked of each worker ahead of the one being consumed. A worker that has built one
+# waits until it is read before building the next (its pipe holds the rest back), so two
+# keep a chunk building while another waits to be read.
 CHUNKS_AHEAD_PER_WORKER = 2
 
 # A row's result: its message (squeezed, when asked for: see shared_parts), or the problems
@@ -146,46 +144,37 @@ class _Pool:
     def build(
         self, rows: Iterator[Recipient], date: Callable[[], datetime]
     ) -> Iterator[tuple[Recipient, Built]]:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["batchmail.build_pool", "batchmail.check"])
-        pending: deque[tuple[list[Recipient], Future[list[Built]] | None, bool]] = deque()
-        executor = ProcessPoolExecutor(
-            self._workers,
-            context,
-            initializer=_start_worker,
-            initargs=(self._campaign, os.getpid()),
-        )
-        broken = False
+        # (the chunk, the worker building it or None to build it here, keep_bytes)
+        pending: deque[tuple[list[Recipient], _Worker | None, bool]] = deque()
+        workers = _start_workers(self._campaign, self._workers)
+        turn = itertools.cycle(workers)
         try:
             while True:
                 while len(pending) < self._workers * CHUNKS_AHEAD_PER_WORKER:
                     chunk = _take(rows, self._chunk)
                     if not chunk:
                         break
-                    future = None
                     keep_bytes = self._keep_bytes()
-                    if not broken:
-                        try:
-                            with _main_script_hidden():
-                                future = executor.submit(_build_chunk, chunk, date(), keep_bytes)
-                        except BrokenProcessPool:
-                            broken = True
-                    pending.append((chunk, future, keep_bytes))
+                    worker = next(turn) if workers else None
+                    if worker is not None and not worker.ask(chunk, date(), keep_bytes):
+                        worker = None  # it died: every worker is stopped (below)
+                    pending.append((chunk, worker, keep_bytes))
+                    if worker is None and workers:
+                        _stop_workers(workers)
+                        workers = []
                 if not pending:
                     return
-                chunk, future, keep_bytes = pending.popleft()
-                results = None
-                if future is not None:
-                    try:
-                        results = future.result()
-                    except BrokenProcessPool:
-                        broken = True
+                chunk, worker, keep_bytes = pending.popleft()
+                results = worker.answer() if worker is not None and workers else None
                 if results is None:
+                    if workers:
+                        _stop_workers(workers)  # one died: the rest is built here
+                        workers = []
                     results = [_build(self._factory, r, date(), keep_bytes) for r in chunk]
                 self._resize(results, keep_bytes)
                 yield from zip(chunk, results, strict=True)
         finally:
-            executor.shutdown(wait=False, cancel_futures=True)
+            _stop_workers(workers)
 
     def _resize(self, results: list[Built], keep_bytes: bool) -> None:
         sizes = [size_of(r) for r in results if isinstance(r, ComposedMessage | Squeezed)]
@@ -194,6 +183,71 @@ class _Pool:
             self._chunk = max(1, min(MAX_CHUNK, CHUNK_BYTES // average))
         elif not keep_bytes:
             self._chunk = MAX_CHUNK  # a check carries nothing back
+
+
+class _Worker:
+    """A worker process and its own pipe, which only it and this process hold: a worker
+    that dies, even halfway through handing back a result, leaves the end of the stream
+    there, never half a message to wait on forever (as a pipe all workers share would)."""
+
+    def __init__(self, process: BaseProcess, connection: Connection) -> None:
+        self.process = process
+        self._connection = connection
+
+    def ask(self, chunk: list[Recipient], date: datetime, keep_bytes: bool) -> bool:
+        """Hand it a chunk to build; False if it is gone. It reads what it is asked as it
+        comes (see _serve), so this never waits for it to finish a chunk."""
+        try:
+            self._connection.send((chunk, date, keep_bytes))
+        except (OSError, EOFError):
+            return False
+        return True
+
+    def answer(self) -> list[Built] | None:
+        """The results of the oldest chunk it was asked for, or None if it died first.
+        An exception raised in the worker is raised here."""
+        connection, sentinel = self._connection, self.process.sentinel
+        try:
+            ready = multiprocessing.connection.wait([connection, sentinel])
+            if connection not in ready:
+                return None  # exited, nothing more written
+            done, value = connection.recv()
+        except (OSError, EOFError):
+            return None  # died while writing it
+        if not done:
+            raise value
+        return value
+
+    def stop(self) -> None:
+        self._connection.close()  # it exits at the end of its stream
+        if self.process.is_alive():
+            self.process.terminate()  # mid-chunk: nothing of it is wanted any more
+
+
+def _start_workers(campaign: Campaign, count: int) -> list[_Worker]:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["batchmail.build_pool", "batchmail.check"])
+    workers = []
+    with _main_script_hidden():
+        for _ in range(count):
+            ours, theirs = context.Pipe()
+            process = context.Process(target=_serve, args=(theirs, campaign), daemon=True)
+            try:
+                process.start()
+            except OSError:
+                ours.close()
+                break  # no more processes to be had: build with those there are
+            finally:
+                theirs.close()  # the worker's copy is the only one left
+            workers.append(_Worker(process, ours))
+    return workers
+
+
+def _stop_workers(workers: list[_Worker]) -> None:
+    for worker in workers:
+        worker.stop()
+    for worker in workers:
+        worker.process.join(timeout=5)
 
 
 @contextlib.contextmanager
@@ -225,38 +279,39 @@ _worker_factory: MessageFactory | None = None
 _worker_shared: SharedParts | None = None
 
 
-def _start_worker(campaign: Campaign, parent: int) -> None:
+def _serve(connection: Connection, campaign: Campaign) -> None:
+    """Build the chunks asked for, in order, until the parent closes its end (or exits,
+    killed or not: the kernel closes it then)."""
     global _worker_factory, _worker_shared
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
-    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+    # Asked for more while it writes a result, the parent could wait on us as we wait on
+    # it (both pipes full): a thread takes every request off the pipe as it comes.
+    asked: queue.SimpleQueue[tuple[list[Recipient], datetime, bool]] = queue.SimpleQueue()
+    threading.Thread(target=_receive, args=(connection, asked), daemon=True).start()
     from batchmail.check import MessageFactory
 
     _worker_factory = MessageFactory.prepare(campaign)
     _worker_shared = _worker_factory.shared_parts()
+    while True:
+        chunk, date, keep_bytes = asked.get()
+        try:
+            answer: tuple[bool, object] = (True, _build_chunk(chunk, date, keep_bytes))
+        except Exception as exc:  # noqa: BLE001 - raised again in the parent
+            answer = (False, exc)
+        try:
+            connection.send(answer)
+        except OSError:
+            os._exit(0)  # the parent is gone
 
 
-def _exit_with(parent: int) -> None:
-    """Exit when the parent does. A worker waits on its task queue, whose write end every
-    worker holds too, so a parent killed by SIGKILL would leave it (and the fork server)
-    waiting forever."""
+def _receive(
+    connection: Connection, asked: queue.SimpleQueue[tuple[list[Recipient], datetime, bool]]
+) -> None:
     try:
-        handle = os.pidfd_open(parent)
-    except (AttributeError, OSError):  # no pidfd here, or the parent is gone already
-        while _alive(parent):
-            time.sleep(1)
-    else:
-        select.select([handle], [], [])  # readable once the parent has exited
-    os._exit(0)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process now has that number
-        return False
-    return True
+        while True:
+            asked.put(connection.recv())
+    except (OSError, EOFError):
+        os._exit(0)  # the parent closed its end, or exited: nothing more is wanted
 
 
 def _build_chunk(chunk: list[Recipient], date: datetime, keep_bytes: bool) -> list[Built]:

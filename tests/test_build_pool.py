@@ -95,6 +95,59 @@ def test_killed_workers_leave_nothing_unbuilt(tmp_path: Path) -> None:
     assert [(recipient.row_number, result) for recipient, result in got] == expected
 
 
+KILLED_MID_ANSWER = """
+import sys, time
+from datetime import UTC, datetime
+from batchmail.build_pool import build_all
+from batchmail.campaign import load_campaign
+from batchmail.recipients import read_recipients
+campaign = load_campaign(sys.argv[1])
+def build(workers):
+    rows = read_recipients(campaign.recipients)
+    date = lambda: datetime(2026, 3, 3, 9, 0, tzinfo=UTC)
+    return build_all(campaign, rows, date, workers=workers, parallel_after=5)
+results = build(2)
+got = [next(results) for _ in range(10)]
+time.sleep(1)  # the workers build ahead, then wait for us to read
+print("pool running", flush=True)
+sys.stdin.readline()  # the workers are killed meanwhile
+got.extend(results)
+same = [(r.row_number, b) for r, b in got] == [(r.row_number, b) for r, b in build(1)]
+print(len(got), "same" if same else "different", flush=True)
+"""
+
+
+def test_workers_killed_while_handing_back_results_leave_nothing_unbuilt(
+    tmp_path: Path,
+) -> None:
+    # A chunk's result is about a megabyte (40 KB messages), a pipe holds a few hundred
+    # kilobytes, and a chunk takes milliseconds to build: each worker is killed halfway
+    # through writing a result. A pipe all workers shared would then hold half a message,
+    # and a parent reading it would wait forever.
+    html = "<p>{{ name }} " + "y" * 40_000 + "</p>\n"
+    path = write_campaign(
+        tmp_path, people(600), smtp={"host": "127.0.0.1", "port": 2525}, html=html
+    )
+    script = subprocess.Popen(
+        [sys.executable, "-c", KILLED_MID_ANSWER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert script.stdout is not None and script.stdin is not None
+        assert script.stdout.readline() == "pool running\n"
+        workers = [worker for helper in children(script.pid) for worker in children(helper)]
+        assert workers, "no worker processes found"
+        for worker in workers:
+            os.kill(worker, signal.SIGKILL)
+        output, _ = script.communicate("go\n", timeout=60)
+    finally:
+        script.kill()
+        script.wait()
+    assert output == "600 same\n"
+
+
 HOLD_THE_POOL = """
 import sys, time
 from datetime import UTC, datetime
