@@ -3,6 +3,8 @@ short ends what is read, and a log that is not one reads as none."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -72,3 +74,41 @@ def test_a_log_that_cannot_be_written_aborts_with_the_reason(tmp_path: Path) -> 
         assert "cannot write the journal's log" in str(exc) and "No such file" in str(exc)
     else:
         raise AssertionError("a log in a missing directory was opened")
+
+
+FILL_THE_LOG = """
+import resource, signal, sys
+from pathlib import Path
+from batchmail.errors import RunAborted
+from batchmail.journal_log import Event, SideLog
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the write past the limit kills us
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+log = SideLog(Path(sys.argv[1]), 1)
+try:
+    for number in range(1000):
+        log.append([Event(f"person{number}@example.org", "2026-11-27T12:00:00+00:00")])
+except RunAborted as exc:
+    print(number, exc)
+"""
+
+
+def test_a_full_disk_aborts_with_the_reason_and_what_to_do(tmp_path: Path) -> None:
+    # A file size limit: past it, a write fails with EFBIG, as a full disk's with ENOSPC.
+    path = tmp_path / "log"
+    result = subprocess.run(
+        [sys.executable, "-c", FILL_THE_LOG, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    number, _, message = result.stdout.partition(" ")
+    assert 0 < int(number) < 1000, result.stdout  # some lines were written, then none
+    assert message == (
+        f"cannot write the journal's log {path}: File too large "
+        "(free some disk space and run again; what was recorded is kept)\n"
+    )
+    assert read_log(path) == (
+        1,
+        [Event(f"person{n}@example.org", "2026-11-27T12:00:00+00:00") for n in range(int(number))],
+    )
