@@ -66,6 +66,11 @@ class ComposedMessage:
     crlf_only: bool = False
     dot_lines: bool = True
 
+    def __post_init__(self) -> None:
+        # The whole message as one bytes object (as ``data`` once was) is its only part.
+        if isinstance(self.parts, bytes | bytearray | memoryview):
+            object.__setattr__(self, "parts", (bytes(self.parts),))
+
     @property
     def data(self) -> bytes:
         """The whole message: a copy of every part (transports that send it use ``parts``)."""

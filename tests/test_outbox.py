@@ -41,6 +41,18 @@ def test_files_hold_the_message_bytes_exactly(tmp_path: Path) -> None:
     assert calls == ["data"]
 
 
+def test_a_message_made_from_one_bytes_object_is_that_message(tmp_path: Path) -> None:
+    # A message made as before parts (its bytes where the parts go) must not be read as a
+    # tuple of byte values.
+    data = b"To: ann@example.com\r\nSubject: Hello\r\n\r\nHi.\r\n"
+    envelope = Envelope("news@example.com", ("ann@example.com",))
+    made = ComposedMessage(1, "ann@example.com", envelope, "<1@example.com>", data)  # type: ignore[arg-type]
+    assert made.parts == (data,) and made.data == data and made.size == len(data)
+    with Outbox(tmp_path / "outbox") as outbox:
+        outbox.send(made, lambda: None)
+    assert (tmp_path / "outbox" / "000001-ann@example.com.eml").read_bytes() == data
+
+
 def test_before_data_comes_before_the_file_exists(tmp_path: Path) -> None:
     directory = tmp_path / "outbox"
     seen: list[bool] = []
