@@ -1,4 +1,4 @@
-"""The raw limit: pre-rendered messages pushed through one pipelined SMTP session on raw sockets.
+"""The raw limit: pre-rendered messages pushed through pipelined SMTP sessions on raw sockets.
 
 ``prepare`` renders every message once with batchmail's own library (not timed) into a
 corpus: ``corpus.bin`` (the message bytes back to back) and ``index.tsv`` (offset, length,
@@ -12,7 +12,10 @@ envelope). ``send`` then does nothing but SMTP, as fast as the protocol allows:
   paid once per window, not per message.
 
     python bench_raw.py prepare CAMPAIGN CORPUS_DIR
-    python bench_raw.py send CORPUS_DIR HOST PORT --mode data|bdat [--window N]
+    python bench_raw.py send CORPUS_DIR HOST PORT --mode data|bdat [--window N] [--sessions N]
+
+``--sessions N`` sends the messages through N sessions at once (one a thread), to show
+what the server takes from several: the most that batchmail's ``send.sessions`` could give.
 
 ``send`` exits 0 when every message was accepted and prints the count.
 """
@@ -178,21 +181,46 @@ def send_bdat(
     return len(items)
 
 
-def send(corpus_dir: Path, host: str, port: int, mode: str, window: int) -> int:
+def send(corpus_dir: Path, host: str, port: int, mode: str, window: int, sessions: int = 1) -> int:
+    """Every message, in ``sessions`` sessions at once (session i takes every message i
+    modulo ``sessions``), each in a thread of its own: socket calls let go of the GIL."""
     items = read_index(corpus_dir)
     with (corpus_dir / "corpus.bin").open("rb") as file:
         corpus = Corpus(file.fileno())
-        sock, replies, keywords = open_session(host, port)
-        wanted = "PIPELINING" if mode == "data" else "CHUNKING"
-        if wanted not in keywords:
-            raise SystemExit(f"{host}:{port} does not offer {wanted}")
-        with sock:
-            if mode == "data":
-                sent = send_data(sock, replies, corpus, items)
-            else:
-                sent = send_bdat(sock, replies, corpus, items, window)
-            sock.sendall(b"QUIT\r\n")
-            replies.expect(221)
+        shares = [items[i::sessions] for i in range(sessions)]
+        sent: list[int] = []
+        failures: list[BaseException] = []
+
+        def one(share: list[Item]) -> None:
+            try:
+                sent.append(send_session(host, port, mode, window, corpus, share))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                failures.append(exc)
+
+        threads = [threading.Thread(target=one, args=(share,)) for share in shares if share]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise failures[0]
+    return sum(sent)
+
+
+def send_session(
+    host: str, port: int, mode: str, window: int, corpus: Corpus, items: list[Item]
+) -> int:
+    sock, replies, keywords = open_session(host, port)
+    wanted = "PIPELINING" if mode == "data" else "CHUNKING"
+    if wanted not in keywords:
+        raise SystemExit(f"{host}:{port} does not offer {wanted}")
+    with sock:
+        if mode == "data":
+            sent = send_data(sock, replies, corpus, items)
+        else:
+            sent = send_bdat(sock, replies, corpus, items, window)
+        sock.sendall(b"QUIT\r\n")
+        replies.expect(221)
     return sent
 
 
@@ -208,11 +236,12 @@ def main() -> int:
     push.add_argument("port", type=int)
     push.add_argument("--mode", choices=["data", "bdat"], required=True)
     push.add_argument("--window", type=int, default=100)
+    push.add_argument("--sessions", type=int, default=1)
     args = parser.parse_args()
     if args.command == "prepare":
         print(prepare(args.campaign, args.corpus))
     else:
-        print(send(args.corpus, args.host, args.port, args.mode, args.window))
+        print(send(args.corpus, args.host, args.port, args.mode, args.window, args.sessions))
     return 0
 
 

@@ -76,10 +76,13 @@ def raw_corpus(workload: Workload) -> Path:
     return corpus
 
 
-def raw_sender(workload: Workload, port: int, mode: str, window: int) -> Measurement:
+def raw_sender(
+    workload: Workload, port: int, mode: str, window: int, sessions: int = 1
+) -> Measurement:
     corpus = raw_corpus(workload)
     argv = [PYTHON, HERE / "bench_raw.py", "send", corpus, "127.0.0.1", str(port)]
-    return run_measured([*argv, "--mode", mode, "--window", str(window)], cwd=HERE)
+    argv += ["--mode", mode, "--window", str(window), "--sessions", str(sessions)]
+    return run_measured(argv, cwd=HERE)
 
 
 def profile_batchmail(workload: Workload, port: int, out: Path) -> Path:

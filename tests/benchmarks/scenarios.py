@@ -145,6 +145,9 @@ def round_trip(settings: Settings, chunking: bool) -> Outcome:
             window = settings.window
             raw = f"raw {mode.upper()}"
             run(raw, count, lambda: contenders.raw_sender(load, port, mode, window))
+            # What the server takes from four sessions: the most batchmail's four could get.
+            four = f"{raw} sessions=4"
+            run(four, count, lambda: contenders.raw_sender(load, port, mode, window, 4))
         if settings.profile:
             out = settings.workdir / f"profile-{name}"
             outcome.profiles[name] = contenders.profile_batchmail(load, port, out)
