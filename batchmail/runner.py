@@ -116,6 +116,9 @@ class Runner:
         self._daily_frees_at: datetime | None = None
         self._summary = RunSummary()
         self._handed_out = 0  # messages taken from the source (retries not counted)
+        # Per session (by id): messages of the batch it is sending not answered yet. Each
+        # session's entry is written by its own thread only.
+        self._unanswered: dict[int, int] = {}
 
     def run(self) -> RunSummary:
         total = 0
@@ -200,7 +203,9 @@ class Runner:
                 size = min(size, self._daily_left)
             if len(self.transports) > 1:
                 # The last batches are shared out evenly: no session goes on alone at the end.
-                left = self._summary.selected - self._handed_out
+                # A share counts what the other sessions have still to send: sessions that
+                # start together take equal batches, not a quarter of what each left.
+                left = self._summary.selected - self._handed_out + sum(self._unanswered.values())
                 size = max(1, min(size, -(-left // len(self.transports))))
             while len(batch) < size and (
                 not batch or (held < BATCH_BYTES and self._bucket.available())
@@ -263,8 +268,12 @@ class Runner:
         journalled: set[int] = set()  # id() of messages whose outcome is
         reserved = False
 
+        session = id(transport)
+        self._unanswered[session] = len(messages)
+
         def on_answer(message: ComposedMessage, outcome: Outcome) -> None:
             answered.append((message, outcome))
+            self._unanswered[session] -= 1
 
         def before_data(going: Sequence[ComposedMessage]) -> None:
             nonlocal reserved
@@ -279,7 +288,10 @@ class Runner:
                 journalled.update(id(message) for message, _ in answered)
             answered.clear()
 
-        outcomes = transport.send_batch(messages, before_data, on_answer)
+        try:
+            outcomes = transport.send_batch(messages, before_data, on_answer)
+        finally:
+            self._unanswered[session] = 0
         if journal is not None:
             rest = zip(messages, outcomes, strict=True)
             results = [(m, o) for m, o in rest if id(m) not in journalled]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,31 @@ def test_an_attachment_every_message_shares_counts_once_in_a_batch(
     # Counted in every message, the PDF would close a batch at the second message; counted
     # once, about 45 KB of the messages' own bytes fit beside it: 15 or so of 3 KB.
     assert all(len(batch) >= 10 for batch in outbox.batches[:-1]), outbox.batches
+
+
+class StartingTogether(BatchRecorder):
+    """A session whose first batch waits until every session has one: sessions that were
+    connected at the same moment."""
+
+    def __init__(self, directory: Path, everyone: threading.Barrier) -> None:
+        super().__init__(directory)
+        self._everyone: threading.Barrier | None = everyone
+
+    def send_batch(self, messages, before_data, answered=None):  # type: ignore[no-untyped-def]
+        self.batches.append([len(message.data) for message in messages])
+        if self._everyone is not None:
+            self._everyone.wait(timeout=30)
+            self._everyone = None
+        return Outbox.send_batch(self, messages, before_data, answered)
+
+
+def test_sessions_that_start_together_take_equal_batches(tmp_path: Path) -> None:
+    # Each taking a quarter of what the others left (25, 19, 14, 11), the first would still
+    # be sending when the others were done, and the rest would go in ever smaller batches.
+    campaign = load_campaign(write_campaign(tmp_path, people(100), smtp="embedded"))
+    everyone = threading.Barrier(4)
+    sessions = [StartingTogether(tmp_path / f"out{n}", everyone) for n in range(4)]
+    summary = Runner(campaign, sessions, None, select=lambda entry: True).run()
+    assert summary.counts["sent"] == 100
+    assert [len(session.batches[0]) for session in sessions] == [25, 25, 25, 25]
+    assert all(len(session.batches) == 1 for session in sessions)
