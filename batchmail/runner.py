@@ -116,9 +116,9 @@ class Runner:
         self._daily_frees_at: datetime | None = None
         self._summary = RunSummary()
         self._handed_out = 0  # messages taken from the source (retries not counted)
-        # Per session (by id): messages of the batch it is sending not answered yet. Each
-        # session's entry is written by its own thread only.
-        self._unanswered: dict[int, int] = {}
+        # Per session (by id): messages of the batch handed to it not answered yet. Set when
+        # the batch is handed out, under the lock; then counted down by the session's thread.
+        self._unanswered = {id(transport): 0 for transport in self.transports}
 
     def run(self) -> RunSummary:
         total = 0
@@ -185,9 +185,12 @@ class Runner:
                 return
             yield expand(dated(row, datetime.now(UTC)))
 
-    def _next_batch(self, size: int) -> list[tuple[ComposedMessage, int]] | float | None:
-        """Up to ``size`` messages with their attempts so far; or seconds to wait for a retry
-        to fall due; or None when everything is done."""
+    def _next_batch(
+        self, size: int, session: int
+    ) -> list[tuple[ComposedMessage, int]] | float | None:
+        """Up to ``size`` messages with their attempts so far, for the session ``session``
+        (its transport's id); or seconds to wait for a retry to fall due; or None when
+        everything is done."""
         with self._lock:
             now = self.clock()
             batch: list[tuple[ComposedMessage, int]] = []
@@ -222,6 +225,7 @@ class Runner:
                     return None
             if batch:
                 self._in_progress += 1
+                self._unanswered[session] = len(batch)
                 return batch
             if self._retries:
                 return max(0.0, self._retries[0].due - now)
@@ -243,7 +247,7 @@ class Runner:
             size = transport.window
             if send.max_per_session:
                 size = min(size, send.max_per_session - sent_in_session)
-            batch = self._next_batch(size)
+            batch = self._next_batch(size, id(transport))
             if batch is None:
                 return
             if isinstance(batch, float):
@@ -258,6 +262,7 @@ class Runner:
             finally:
                 with self._lock:
                     self._in_progress -= 1
+                    self._unanswered[id(transport)] = 0
             sent_in_session += len(batch)
 
     def _send(self, transport: Transport, batch: list[tuple[ComposedMessage, int]]) -> None:
@@ -267,9 +272,7 @@ class Runner:
         answered: list[tuple[ComposedMessage, Outcome]] = []  # not journalled yet
         journalled: set[int] = set()  # id() of messages whose outcome is
         reserved = False
-
         session = id(transport)
-        self._unanswered[session] = len(messages)
 
         def on_answer(message: ComposedMessage, outcome: Outcome) -> None:
             answered.append((message, outcome))
@@ -288,10 +291,7 @@ class Runner:
                 journalled.update(id(message) for message, _ in answered)
             answered.clear()
 
-        try:
-            outcomes = transport.send_batch(messages, before_data, on_answer)
-        finally:
-            self._unanswered[session] = 0
+        outcomes = transport.send_batch(messages, before_data, on_answer)
         if journal is not None:
             rest = zip(messages, outcomes, strict=True)
             results = [(m, o) for m, o in rest if id(m) not in journalled]
