@@ -51,9 +51,8 @@ PARALLEL_AFTER = 200
 CHECK_PARALLEL_AFTER = 1000
 CHUNK_BYTES = 1 << 20  # aim for about a megabyte of messages per chunk
 MAX_CHUNK = 256
-# Chunks asked of each worker ahead of the one being consumed. A worker that has built one
-# waits until it is read before building the next (its pipe holds the rest back), so two
-# keep a chunk building while another waits to be read.
+# Chunks asked of each worker ahead of the one being consumed (their results wait in the
+# worker until read).
 CHUNKS_AHEAD_PER_WORKER = 2
 
 # A row's result: its message (squeezed, when asked for: see shared_parts), or the problems
@@ -285,9 +284,12 @@ def _serve(connection: Connection, campaign: Campaign) -> None:
     global _worker_factory, _worker_shared
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     # Asked for more while it writes a result, the parent could wait on us as we wait on
-    # it (both pipes full): a thread takes every request off the pipe as it comes.
+    # it (both pipes full): a thread takes every request off the pipe as it comes. Another
+    # writes the results, so the next chunk is built while the parent has yet to read one.
     asked: queue.SimpleQueue[tuple[list[Recipient], datetime, bool]] = queue.SimpleQueue()
+    answers: queue.SimpleQueue[tuple[bool, object]] = queue.SimpleQueue()
     threading.Thread(target=_receive, args=(connection, asked), daemon=True).start()
+    threading.Thread(target=_answer, args=(connection, answers), daemon=True).start()
     from batchmail.check import MessageFactory
 
     _worker_factory = MessageFactory.prepare(campaign)
@@ -295,13 +297,9 @@ def _serve(connection: Connection, campaign: Campaign) -> None:
     while True:
         chunk, date, keep_bytes = asked.get()
         try:
-            answer: tuple[bool, object] = (True, _build_chunk(chunk, date, keep_bytes))
+            answers.put((True, _build_chunk(chunk, date, keep_bytes)))
         except Exception as exc:  # noqa: BLE001 - raised again in the parent
-            answer = (False, exc)
-        try:
-            connection.send(answer)
-        except OSError:
-            os._exit(0)  # the parent is gone
+            answers.put((False, exc))
 
 
 def _receive(
@@ -312,6 +310,14 @@ def _receive(
             asked.put(connection.recv())
     except (OSError, EOFError):
         os._exit(0)  # the parent closed its end, or exited: nothing more is wanted
+
+
+def _answer(connection: Connection, answers: queue.SimpleQueue[tuple[bool, object]]) -> None:
+    try:
+        while True:
+            connection.send(answers.get())
+    except OSError:
+        os._exit(0)  # the parent is gone
 
 
 def _build_chunk(chunk: list[Recipient], date: datetime, keep_bytes: bool) -> list[Built]:
