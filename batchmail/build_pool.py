@@ -156,19 +156,15 @@ class _Pool:
                     keep_bytes = self._keep_bytes()
                     worker = next(turn) if workers else None
                     if worker is not None and not worker.ask(chunk, date(), keep_bytes):
-                        worker = None  # it died: every worker is stopped (below)
+                        worker = None
+                        _stop_workers(workers)  # one died: the rest is built here
                     pending.append((chunk, worker, keep_bytes))
-                    if worker is None and workers:
-                        _stop_workers(workers)
-                        workers = []
                 if not pending:
                     return
                 chunk, worker, keep_bytes = pending.popleft()
                 results = worker.answer() if worker is not None and workers else None
                 if results is None:
-                    if workers:
-                        _stop_workers(workers)  # one died: the rest is built here
-                        workers = []
+                    _stop_workers(workers)  # one died (if any were left): the rest is built here
                     results = [_build(self._factory, r, date(), keep_bytes) for r in chunk]
                 self._resize(results, keep_bytes)
                 yield from zip(chunk, results, strict=True)
@@ -243,10 +239,12 @@ def _start_workers(campaign: Campaign, count: int) -> list[_Worker]:
 
 
 def _stop_workers(workers: list[_Worker]) -> None:
+    """Stop them all and empty the list: nothing more is asked of them."""
     for worker in workers:
         worker.stop()
     for worker in workers:
         worker.process.join(timeout=5)
+    workers.clear()
 
 
 @contextlib.contextmanager
