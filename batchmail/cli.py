@@ -167,6 +167,12 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("campaign", type=Path, help="the campaign YAML file")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument(
+        "--all",
+        action="store_true",
+        help="list the pending recipients one by one too (by default the text output counts "
+        "them; --json always lists them)",
+    )
+    status.add_argument(
         "--export-failed",
         type=Path,
         metavar="FILE",
@@ -360,6 +366,8 @@ def _status(args: argparse.Namespace) -> int:
     else:
         print(f"{campaign.name}: " + ", ".join(f"{counts[s]} {s}" for s in counts))
         for status in noteworthy:
+            if status.status == "pending" and not args.all:
+                continue
             code = f"{status.code} " if status.code else ""
             reply = f": {code}{status.reply}" if (code or status.reply) else ""
             print(f"  row {status.row_number}  {status.key}  {status.status}{reply}")

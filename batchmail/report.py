@@ -13,6 +13,7 @@ from batchmail.campaign import Campaign
 from batchmail.check import MessageFactory
 from batchmail.errors import CampaignError, RunAborted
 from batchmail.journal import Journal, JournalEntry, with_entries
+from batchmail.outcomes import RecipientRefusal
 from batchmail.recipients import Recipient, read_recipients
 from batchmail.suppression import is_suppressed, load_exclusions
 
@@ -121,8 +122,9 @@ def _status_of(key: str, row_number: int, entry: JournalEntry | None) -> Recipie
     if entry is None:
         return RecipientStatus(key, row_number, "pending", None, "", 0, "")
     reply = entry.reply
-    if entry.refused:
-        refused = "; ".join(f"{r.address}: {r.code} {r.reply}" for r in entry.refused)
+    others = _other_refusals(entry)
+    if others:
+        refused = "; ".join(f"{r.address}: {r.code} {r.reply}" for r in others)
         reply = f"{reply} (refused: {refused})" if reply else f"refused: {refused}"
     return RecipientStatus(
         key,
@@ -135,3 +137,13 @@ def _status_of(key: str, row_number: int, entry: JournalEntry | None) -> Recipie
         bool(entry.refused),
         entry.updated_at if entry.effective_status == "sent" else "",
     )
+
+
+def _other_refusals(entry: JournalEntry) -> tuple[RecipientRefusal, ...]:
+    """The refusals the message's own reply does not already say: when every recipient was
+    refused, that reply is one of them, and saying it twice helps nobody. Two refusals with
+    the same words are both kept: they name different addresses."""
+    same = [r for r in entry.refused if (r.code, r.reply) == (entry.code, entry.reply)]
+    if len(same) != 1:
+        return entry.refused
+    return tuple(r for r in entry.refused if r is not same[0])
