@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from batchmail.campaign import SmtpConfig
 from batchmail.errors import RunAborted
+from batchmail.secret_forms import SecretForms
 from batchmail.smtp_dialogue import DebugLog, LoggedSMTP, LoggedSMTP_SSL, tune
 
 _MECHANISMS = {"CRAM-MD5", "PLAIN", "LOGIN"}  # what smtplib's login() can speak
@@ -54,17 +55,18 @@ def open_connection(
     config = endpoint.config
     _refuse_plaintext_password(endpoint)
     context = _tls_context(config) if config.security != "none" else None
-    log = DebugLog(debug, password) if debug else None
+    secrets = SecretForms([password])
+    log = DebugLog(debug, secrets) if debug else None
     try:
         smtp = _dial(endpoint, context, log)
     except OSError as exc:  # smtplib's and ssl's errors are OSErrors too
         raise _connect_error(endpoint, exc) from exc
     try:
-        _start_session(endpoint, smtp, context, password)
+        _start_session(endpoint, smtp, context, secrets, password)
     except BaseException as exc:
         smtp.close()
         if isinstance(exc, OSError):
-            raise _connect_error(endpoint, exc) from exc
+            raise _connect_error(endpoint, exc, secrets) from exc
         raise
     return smtp
 
@@ -118,6 +120,7 @@ def _start_session(
     endpoint: Endpoint,
     smtp: smtplib.SMTP,
     context: ssl.SSLContext | None,
+    secrets: SecretForms,
     password: str | None,
 ) -> None:
     smtp.ehlo_or_helo_if_needed()
@@ -130,11 +133,58 @@ def _start_session(
         smtp.starttls(context=context)
         smtp.ehlo_or_helo_if_needed()
     if endpoint.config.username:
-        _login(endpoint, smtp, endpoint.config.username, password)
+        _login(endpoint, smtp, secrets, password)
 
 
-def _login(endpoint: Endpoint, smtp: smtplib.SMTP, username: str, secret: str | None) -> None:
+def _login(
+    endpoint: Endpoint, smtp: smtplib.SMTP, secrets: SecretForms, secret: str | None
+) -> None:
+    """AUTH, every line sent noted in ``secrets`` (a server may echo it in its refusal).
+    The errors raised do not chain smtplib's: its reply, or the string that failed to encode,
+    holds what was just redacted."""
     config = endpoint.config
+    username = config.username or ""
+    _check_mechanisms(endpoint, smtp, secret)
+    assert secret is not None  # _check_mechanisms refuses a missing secret
+    oauth2 = bool(config.oauth2_token_command)
+    xoauth2 = _XOauth2(username, secret, secrets)
+    smtp.auth_sent = secrets  # type: ignore[attr-defined]
+    try:
+        if oauth2:
+            smtp.auth(_XOAUTH2, xoauth2, initial_response_ok=True)
+        else:
+            smtp.login(username, secret)
+    except smtplib.SMTPAuthenticationError as exc:
+        text = secrets.redact(reply_text(exc.smtp_error))
+        message = f"authentication refused by {endpoint.address}: {exc.smtp_code} {text}"
+        if oauth2:
+            message += xoauth2.error_status()
+        if 400 <= exc.smtp_code < 500:
+            raise endpoint.unreachable(message) from None
+        advice = (
+            f"the token {config.key_path}.oauth2_token_command printed"
+            if oauth2
+            else "the password"
+        )
+        raise RunAborted(f"{message}; check {config.key_path}.username and {advice}") from None
+    except UnicodeEncodeError:
+        raise RunAborted(
+            f"the username or {_secret_name(config)} contains non-ASCII characters, which "
+            "batchmail cannot send in SMTP AUTH"
+        ) from None
+    except ValueError:  # binascii.Error: smtplib decoding a 334 challenge that is not base64
+        raise RunAborted(
+            f"{endpoint.address} sent an AUTH challenge that is not base64; "
+            "authentication could not go on"
+        ) from None
+    finally:
+        smtp.auth_sent = None  # type: ignore[attr-defined]
+
+
+def _check_mechanisms(endpoint: Endpoint, smtp: smtplib.SMTP, secret: str | None) -> None:
+    """Refuse before anything secret goes: no secret, no AUTH, or no mechanism we speak."""
+    config = endpoint.config
+    username = config.username
     if secret is None:
         raise RunAborted(
             f"{config.key_path}.username is {username}, but no {_secret_name(config)} was given"
@@ -159,35 +209,6 @@ def _login(endpoint: Endpoint, smtp: smtplib.SMTP, username: str, secret: str | 
             f"use {', '.join(sorted(_MECHANISMS))} with a password"
             + (" (XOAUTH2: set oauth2_token_command)" if _XOAUTH2 in offered else "")
         )
-    xoauth2 = _XOauth2(username, secret)
-    try:
-        if oauth2:
-            smtp.auth(_XOAUTH2, xoauth2, initial_response_ok=True)
-        else:
-            smtp.login(username, secret)
-    except smtplib.SMTPAuthenticationError as exc:
-        text = reply_text(exc.smtp_error).replace(secret, "***")
-        message = f"authentication refused by {endpoint.address}: {exc.smtp_code} {text}"
-        if oauth2:
-            message += xoauth2.error_status()
-        if 400 <= exc.smtp_code < 500:
-            raise endpoint.unreachable(message) from exc
-        advice = (
-            f"the token {config.key_path}.oauth2_token_command printed"
-            if oauth2
-            else "the password"
-        )
-        raise RunAborted(f"{message}; check {config.key_path}.username and {advice}") from exc
-    except UnicodeEncodeError as exc:
-        raise RunAborted(
-            f"the username or {_secret_name(config)} contains non-ASCII characters, which "
-            "batchmail cannot send in SMTP AUTH"
-        ) from exc
-    except ValueError:  # binascii.Error: smtplib decoding a 334 challenge that is not base64
-        raise RunAborted(
-            f"{endpoint.address} sent an AUTH challenge that is not base64; "
-            "authentication could not go on"
-        ) from None
 
 
 _XOAUTH2 = "XOAUTH2"
@@ -202,9 +223,10 @@ class _XOauth2:
     (its status is reported), never the response.
     """
 
-    def __init__(self, username: str, token: str) -> None:
+    def __init__(self, username: str, token: str, secrets: SecretForms) -> None:
         self._username = username
         self._token = token
+        self._secrets = secrets
         self._error: bytes | None = None
 
     def __call__(self, challenge: bytes | None = None) -> str:
@@ -225,7 +247,7 @@ class _XOauth2:
         status = details.get("status") if isinstance(details, dict) else None
         if isinstance(status, bool) or not isinstance(status, str | int):
             return " (the server's XOAUTH2 error gave no status)"
-        shown = str(status).replace(self._token, "***")[:40]
+        shown = self._secrets.redact(str(status))[:40]
         return (
             f" (XOAUTH2 error status {shown}: the access token may have expired, or not be "
             "valid for this account or for sending mail)"
@@ -236,7 +258,9 @@ def _secret_name(config: SmtpConfig) -> str:
     return "access token" if config.oauth2_token_command else "password"
 
 
-def _connect_error(endpoint: Endpoint, exc: OSError) -> RunAborted:
+def _connect_error(
+    endpoint: Endpoint, exc: OSError, secrets: SecretForms | None = None
+) -> RunAborted:
     where = endpoint.address
     if isinstance(exc, ssl.SSLCertVerificationError):
         return RunAborted(
@@ -252,6 +276,7 @@ def _connect_error(endpoint: Endpoint, exc: OSError) -> RunAborted:
         )
     if isinstance(exc, smtplib.SMTPResponseException):
         reply = f"{exc.smtp_code} {reply_text(exc.smtp_error)}"
+        reply = secrets.redact(reply) if secrets is not None else reply
         if 400 <= exc.smtp_code < 500:
             return endpoint.unreachable(f"{where}: the server is not available now: {reply}")
         return RunAborted(f"{where}: the server refused the session: {reply}")

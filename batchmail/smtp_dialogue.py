@@ -4,8 +4,12 @@ classes wired to it.
 Each command sent and each reply line received becomes one line ("C: MAIL FROM:<a@b>",
 "S: 250 OK"); message data only its size ("C: <data: 1234 bytes>"). AUTH is redacted: the
 mechanism stays, its argument, every continuation line and every 334 challenge become "***",
-and the password is replaced wherever it might still appear (a server echoing it). This is
-why smtplib's own ``set_debuglevel`` is never used: it prints the AUTH line as sent.
+and every form of the secret is taken out wherever it might still appear (a server echoing
+what was sent: see ``secret_forms``). This is why smtplib's own ``set_debuglevel`` is never
+used: it prints the AUTH line as sent.
+
+While ``auth_sent`` is set (during AUTH), every line sent is noted in it as a secret form,
+whether or not the dialogue is logged: error messages are redacted with the same forms.
 """
 
 from __future__ import annotations
@@ -16,15 +20,15 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
-REDACTED = "***"
+from batchmail.secret_forms import REDACTED, SecretForms
 
 
 class DebugLog:
     """Formats and redacts dialogue lines for a ``debug(line)`` callback."""
 
-    def __init__(self, debug: Callable[[str], None], secret: str | None) -> None:
+    def __init__(self, debug: Callable[[str], None], secrets: SecretForms) -> None:
         self._debug = debug
-        self._secret = secret or None
+        self._secrets = secrets
         self._in_auth = False  # between AUTH and the reply that is not a 334 challenge
 
     def client(self, line: str) -> None:
@@ -51,9 +55,7 @@ class DebugLog:
             self._emit(f"S: {code}{'-' if index < last else ' '}{line}")
 
     def _emit(self, line: str) -> None:
-        if self._secret:
-            line = line.replace(self._secret, REDACTED)
-        self._debug(line)
+        self._debug(self._secrets.redact(line))
 
 
 def tune(sock: socket.socket) -> None:
@@ -74,13 +76,17 @@ class _Logged:
     """What both connection classes add to smtplib: the log, and data sent as data."""
 
     debug_log: DebugLog | None = None
+    auth_sent: SecretForms | None = None
     sock: socket.socket | None
 
     def send(self, s: Any) -> None:  # str or bytes, as smtplib's
-        if self.debug_log is not None:
+        if self.debug_log is not None or self.auth_sent is not None:
             text = s if isinstance(s, str) else bytes(s).decode("utf-8", "replace")
             for line in text.splitlines():
-                self.debug_log.client(line)
+                if self.auth_sent is not None:
+                    self.auth_sent.add_sent(_auth_payload(line))
+                if self.debug_log is not None:
+                    self.debug_log.client(line)
         super().send(s)  # type: ignore[misc]
 
     def send_data(self, payload: bytes) -> None:
@@ -97,6 +103,14 @@ class _Logged:
             lines = message.decode("utf-8", "replace").split("\n")
             self.debug_log.server(code, lines)
         return code, message
+
+
+def _auth_payload(line: str) -> str:
+    """What a line sent during AUTH carries: an AUTH command's initial response (after the
+    mechanism), or the whole line (a response to a challenge)."""
+    if line[:5].upper() == "AUTH ":
+        return line.split(" ", 2)[2] if line.count(" ") >= 2 else ""
+    return line
 
 
 class LoggedSMTP(_Logged, smtplib.SMTP):

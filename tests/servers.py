@@ -12,6 +12,8 @@ e.g. ``server.handler.drop_after = 3``, and counted in ``handler.faults``:
     DataRejectingHandler  answer the end of data with ``reply`` (e.g. 554 spam, 452 full)
     HidingStarttlsHandler  STARTTLS possible but not advertised (a downgrade)
     HeloOnlyHandler      refuse EHLO, so the client must fall back to HELO
+    AuthEchoingHandler   refuse AUTH PLAIN, LOGIN or XOAUTH2 with a reply that echoes
+                         every line the client sent, base64 and decoded (``auth_lines``)
 
 ``SmtpTestServer`` runs a handler with optional STARTTLS, implicit TLS or AUTH, and one of
 three ``Mode``s: "plain" (aiosmtpd as it is: one command at a time, DATA), "pipelining"
@@ -26,6 +28,7 @@ complete. The fixtures in conftest.py start and stop servers. ``make_smtp_config
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import email.parser
 import email.policy
@@ -369,6 +372,48 @@ class HeloOnlyHandler(RecordingHandler):
     ) -> list[str]:
         self.record("EHLO", hostname)
         return ["502 5.5.1 EHLO not implemented"]
+
+
+class AuthEchoingHandler(RecordingHandler):
+    """Refuses every AUTH PLAIN, LOGIN or XOAUTH2 with ``reply`` followed by what the client
+    sent, as a careless server's error message may: each line as it came (base64) and
+    decoded. ``auth_lines`` keeps the base64 lines, as they went over the wire."""
+
+    reply = "535 5.7.8 Authentication failed"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.auth_lines: list[str] = []
+
+    async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802
+        return await self._echo(server, args, ("",))
+
+    async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802
+        return await self._echo(server, args, ("Username:", "Password:"))
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802
+        return await self._echo(server, args, ("",))
+
+    async def _echo(self, server: SMTP, args: list[str], challenges: tuple[str, ...]) -> AuthResult:
+        """Read the initial response (if any) and one response per challenge left, then
+        refuse, quoting them all."""
+        self.record("AUTH", args[0])
+        decoded = [base64.b64decode(args[1])] if len(args) == 2 else []
+        for challenge in challenges[len(decoded) :]:
+            answer = await server.challenge_auth(challenge)
+            if answer is MISSING:
+                return AuthResult(success=False, handled=True)
+            assert isinstance(answer, bytes)
+            decoded.append(answer)
+        lines = [base64.b64encode(value).decode() for value in decoded]
+        with self._lock:
+            self.auth_lines.extend(lines)
+        plain = [
+            value.decode("utf-8", "replace").replace("\x00", " ").replace("\x01", " ")
+            for value in decoded
+        ]
+        echo = f"{self.reply} for {' '.join(lines)} ({' | '.join(plain)})"
+        return AuthResult(success=False, handled=False, message=echo)
 
 
 class ChunkingSMTP(SMTP):
