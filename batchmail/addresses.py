@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from email_validator import EmailNotValidError, validate_email
@@ -141,6 +142,35 @@ def ascii_addr_spec(addr_spec: str) -> str:
             "addresses may (they go to the server, which must offer SMTPUTF8)"
         )
     return wire_addr_spec(addr_spec)
+
+
+def identity(addr_spec: str) -> str:
+    """``addr_spec`` as compared, never as sent: surrounding spaces trimmed, the domain in
+    its lower-case IDNA ("xn--") form, the part before the @ lower-cased (NFC first), as
+    every mailbox provider treats it. ``Ann@Bücher.example `` and ``ann@xn--bcher-kva.example``
+    are one mailbox. Raises AddressError for a value that is not one address."""
+    text = addr_spec.strip()
+    local, _, domain = text.rpartition("@")
+    if _plainly_valid(text):
+        return f"{local.lower()}@{domain.lower()}"
+    try:
+        valid = validate_email(text, check_deliverability=False, allow_smtputf8=True)
+    except EmailNotValidError as exc:
+        raise AddressError(f'"{text}" is not a valid email address: {exc}') from exc
+    local = unicodedata.normalize("NFC", valid.local_part).lower()
+    return f"{local}@{valid.ascii_domain.lower()}"
+
+
+def key_identity(key: str) -> str:
+    """A recipient key as compared and journalled: its ``identity`` when it is an address,
+    else the key with surrounding spaces trimmed."""
+    text = key.strip()
+    if "@" not in text:
+        return text
+    try:
+        return identity(text)
+    except AddressError:
+        return text
 
 
 def _control_character(value: str) -> str | None:

@@ -42,7 +42,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
-from batchmail import journal_fold
+from batchmail import journal_fold, journal_keys
 from batchmail.clock import timestamp
 from batchmail.errors import RunAborted
 from batchmail.journal_fold import COLUMNS, IN_FLIGHT, KEYS_PER_QUERY, About
@@ -221,6 +221,7 @@ class Journal:
         boot = boot_id()
         with _closed_on_error(connection, path):
             table = _reading_view(connection, path, boot)
+            table = journal_keys.reading_table(connection, path, table)
         return cls(path, connection, readonly=True, boot=boot, entries_table=table)
 
     def get(self, key: str) -> JournalEntry | None:
@@ -546,6 +547,7 @@ def _settle(connection: sqlite3.Connection, path: Path, boot: str | None) -> int
         changed = journal_fold.recovered(connection, boot, logged[1] if logged else [])
         connection.executemany(journal_fold.PUT, changed.values())
         connection.execute("DELETE FROM reserved")
+        journal_keys.rewrite(connection, path)
         if logged:
             folded = logged[0]
             _set_meta(connection, "log_folded", str(folded))

@@ -1,5 +1,9 @@
 """Stream the recipients CSV: encoding, BOM, the key column, duplicate keys.
 
+A key that is an address is compared as one (``addresses.key_identity``): ``Ann@Example.org``
+and `` ann@example.org`` are one recipient, a duplicate, and the journal knows a row by that
+form, so cleaning up the spreadsheet between runs mails nobody again.
+
 Rows are read one at a time, and duplicate keys are found in bounded memory
 (seen_keys.py), so memory does not grow with the file.
 """
@@ -11,6 +15,7 @@ import csv
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
+from batchmail.addresses import key_identity
 from batchmail.campaign import RecipientsConfig
 from batchmail.errors import CampaignError, Problem
 from batchmail.seen_keys import SeenKeys
@@ -22,7 +27,7 @@ csv.field_size_limit(16 * 1024 * 1024)
 @dataclass(frozen=True)
 class Recipient:
     row_number: int  # 1-based data row (the header line is not counted)
-    key: str
+    key: str  # as compared and journalled (addresses.key_identity), never sent
     fields: Mapping[str, str]  # column -> value, in the CSV's column order
 
 
@@ -104,23 +109,27 @@ def _records(
             problems.append(
                 Problem(where, f"has {len(values)} fields, the header has {len(header)}")
             )
-        key = values[key_index] if key_index < len(values) else ""
-        if not key.strip():
+        written = values[key_index] if key_index < len(values) else ""
+        key = key_identity(written)
+        if not key:
             problems.append(Problem(f"{where}, column {config.key}", "empty key"))
         else:
             first = seen.first_row(key, row_number)
             if first != row_number:
-                problems.append(
-                    Problem(
-                        f"{where}, column {config.key}",
-                        f"duplicate key {key!r} (first on row {first}); "
-                        f"every recipient needs its own {config.key}",
-                    )
-                )
+                problems.append(_duplicate(where, config.key, written, key, first))
         recipient = None
         if not problems:
             recipient = Recipient(row_number, key, dict(zip(header, values, strict=True)))
         yield Row(row_number, start, recipient, tuple(problems))
+
+
+def _duplicate(where: str, column: str, written: str, key: str, first: int) -> Problem:
+    same = "" if written == key else f": the same address as {key!r}, ignoring case and spaces"
+    return Problem(
+        f"{where}, column {column}",
+        f"duplicate key {written!r} (first on row {first}{same}); "
+        f"every recipient needs its own {column}",
+    )
 
 
 def read_recipients(config: RecipientsConfig) -> Iterator[Recipient]:

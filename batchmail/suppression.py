@@ -1,8 +1,9 @@
 """Addresses that must never be mailed: `recipients.exclude` files (one address per line, or
 a CSV with an `email` column), and the same format written back by `status --export-failed`.
 
-Matching ignores case: an address on the list is never sent to in any letter case, whether it
-is a row's key or any of its recipients (To, Cc or Bcc).
+Matching compares addresses as addresses (``addresses.identity``): in any letter case, with
+the domain in its Unicode or its IDNA ("xn--") form, an address on the list is never sent to,
+whether it is a row's key or any of its recipients (To, Cc or Bcc, as the envelope has them).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import io
 from collections.abc import Iterable
 from pathlib import Path
 
+from batchmail.addresses import key_identity
 from batchmail.errors import CampaignError, Problem, RunAborted
 from batchmail.outcomes import ComposedMessage
 
@@ -39,7 +41,7 @@ def load_exclusions(paths: Iterable[Path]) -> frozenset[str]:
             found = _csv_addresses(path, text, problems)
         else:
             found = _line_addresses(text)
-        addresses.update(address.casefold() for address in found)
+        addresses.update(_compared(address) for address in found)
     if problems:
         raise CampaignError(problems)
     return frozenset(addresses)
@@ -48,9 +50,15 @@ def load_exclusions(paths: Iterable[Path]) -> frozenset[str]:
 def is_suppressed(message: ComposedMessage, exclusions: frozenset[str]) -> bool:
     if not exclusions:
         return False
-    return message.key.strip().casefold() in exclusions or any(
-        address.casefold() in exclusions for address in message.envelope.rcpt_tos
+    return _compared(message.key) in exclusions or any(
+        _compared(address) in exclusions for address in message.envelope.rcpt_tos
     )
+
+
+def _compared(text: str) -> str:
+    """The form an exclusion and an address meet in: an address's identity (a key that is
+    no address, trimmed), case-folded."""
+    return key_identity(text).casefold()
 
 
 def write_addresses(path: Path, addresses: Iterable[str]) -> int:
