@@ -299,7 +299,8 @@ def _finish(campaign: Campaign, args: argparse.Namespace, result: RunResult, dry
         else ""
     )
     if result.summary.selected == 0:
-        print(f"{campaign.name}: nothing to send{done}.")
+        statuses = ", ".join(f"{n} {s}" for s, n in result.statuses.items() if n)
+        print(f"{campaign.name}: nothing to send{': ' if statuses else ''}{statuses}.")
     else:
         print(f"{campaign.name}: {parts}{done}. Delivered to {result.delivered_to}.")
     if result.summary.capped_until:

@@ -21,7 +21,7 @@ from batchmail.check import MessageFactory, require_valid
 from batchmail.credentials import resolve_secret
 from batchmail.errors import CampaignChanged, CampaignError, Problem, RunAborted, RunLocked
 from batchmail.fingerprint import campaign_fingerprint, changed_parts, encode
-from batchmail.journal import Journal
+from batchmail.journal import Journal, with_entries
 from batchmail.outbox import Outbox
 from batchmail.outcomes import ComposedMessage, Envelope, Outcome
 from batchmail.prebuilt import Prebuilt
@@ -38,6 +38,8 @@ class RunResult:
     delivered_to: str  # where the messages went: "host:port", the sink's Maildir, or the outbox
     # Which daily limit stopped the run ("daily limit of 3 messages reached"), or "".
     capped_by: str = ""
+    # Every CSV recipient's status after the run, counted (see report.STATUSES).
+    statuses: Counter[str] = dataclasses.field(default_factory=Counter)
 
 
 def dry_run(campaign: Campaign, out_dir: Path | None, progress: Progress | None) -> RunResult:
@@ -65,13 +67,25 @@ def send(
     require_valid(campaign, prebuilt)
     with campaign_lock(campaign), Journal.open(journal_path(campaign)) as journal:
         _check_fingerprint(campaign, journal, allow_changed)
-        with _routes(campaign, debug) as routes:
-            summary, capped_by = _run_accounts(
-                campaign, routes, journal, select, progress, prebuilt
-            )
+        if _anything_selected(campaign, journal, select):
+            with _routes(campaign, debug) as routes:
+                summary, capped_by = _run_accounts(
+                    campaign, routes, journal, select, progress, prebuilt
+                )
+            where = _where(routes)
+        else:
+            # No server is asked for a password or a session it would not be given work in.
+            summary, capped_by, where = RunSummary(), "", ""
         counts = count_statuses(recipient_statuses(campaign, journal))
+    summary.skipped = summary.skipped or sum(counts.values()) - summary.selected
     all_sent = sum(counts.values()) == sum(counts[status] for status in DONE)
-    return RunResult(summary, all_sent, _where(routes), capped_by)
+    return RunResult(summary, all_sent, where, capped_by, counts)
+
+
+def _anything_selected(campaign: Campaign, journal: Journal, select: Selector) -> bool:
+    """Whether a row of the CSV is one the run would send (it stops at the first)."""
+    rows = with_entries(journal, read_recipients(campaign.recipients))
+    return any(select(entry) for _, entry in rows)
 
 
 @dataclass(frozen=True)

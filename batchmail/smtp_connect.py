@@ -20,14 +20,15 @@ _MECHANISMS = {"CRAM-MD5", "PLAIN", "LOGIN"}  # what smtplib's login() can speak
 
 
 class ServerUnreachable(RunAborted):
-    """The server could not be reached, or was not available; a later attempt may work."""
+    """The server could not be reached, or was not available. ``transient`` (the runner
+    retries connect() with backoff) unless trying again at once cannot help: nothing
+    listens on the port, or the host name does not resolve."""
 
-    transient = True  # the runner retries connect() with backoff on this
-
-    def __init__(self, message: str, *, host: str, port: int) -> None:
+    def __init__(self, message: str, *, host: str, port: int, transient: bool = True) -> None:
         super().__init__(message)
         self.host = host
         self.port = port
+        self.transient = transient
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,8 @@ class Endpoint:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
-    def unreachable(self, message: str) -> ServerUnreachable:
-        return ServerUnreachable(message, host=self.host, port=self.port)
+    def unreachable(self, message: str, transient: bool = True) -> ServerUnreachable:
+        return ServerUnreachable(message, host=self.host, port=self.port, transient=transient)
 
 
 def open_connection(
@@ -284,13 +285,27 @@ def _connect_error(
         exc, smtplib.SMTPException
     ):
         summary = _network_summary(exc, endpoint.config.timeout)
+        cause = _cause(exc)
+        if isinstance(cause, ConnectionRefusedError | socket.gaierror):
+            # Nothing listens there, or no such host: backing off and trying again only
+            # delays the message that says so.
+            key = endpoint.config.key_path
+            return endpoint.unreachable(
+                f"{where}: {summary} ({exc}); check {key}.host and {key}.port, and that the "
+                "server is running",
+                transient=False,
+            )
         return endpoint.unreachable(f"{where}: {summary} ({exc})")
     return RunAborted(f"{where}: {exc}")
 
 
-def _network_summary(exc: OSError, timeout: float) -> str:
+def _cause(exc: OSError) -> BaseException | None:
     # smtplib reports a read that timed out as SMTPServerDisconnected; the cause tells.
-    cause = exc.__context__ if isinstance(exc, smtplib.SMTPServerDisconnected) else exc
+    return exc.__context__ if isinstance(exc, smtplib.SMTPServerDisconnected) else exc
+
+
+def _network_summary(exc: OSError, timeout: float) -> str:
+    cause = _cause(exc)
     if isinstance(cause, ConnectionRefusedError):
         return "connection refused"
     if isinstance(cause, TimeoutError):

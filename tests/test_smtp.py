@@ -532,7 +532,7 @@ def test_no_reply_to_the_data_within_data_timeout_is_unknown(
     assert not session.connected
 
 
-def test_connection_refused_is_server_unreachable(closed_port: int) -> None:
+def test_connection_refused_is_server_unreachable_for_good(closed_port: int) -> None:
     config = replace(
         make_smtp_config(SmtpTestServer()), host="127.0.0.1", port=closed_port, timeout=2.0
     )
@@ -541,7 +541,7 @@ def test_connection_refused_is_server_unreachable(closed_port: int) -> None:
     assert str(caught.value).startswith(f"127.0.0.1:{closed_port}: connection refused (")
     assert (caught.value.host, caught.value.port) == ("127.0.0.1", closed_port)
     assert isinstance(caught.value, RunAborted)
-    assert caught.value.transient  # what the runner looks at to retry connect()
+    assert not caught.value.transient  # nothing listens there: the runner does not retry
 
 
 def test_no_greeting_within_timeout_is_server_unreachable() -> None:
