@@ -153,6 +153,10 @@ def identity(addr_spec: str) -> str:
     local, _, domain = text.rpartition("@")
     if _plainly_valid(text):
         return f"{local.lower()}@{domain.lower()}"
+    if _DOT_ATOM.fullmatch(local):  # the full check costs 0.4 ms: once per domain, cached
+        ascii_domain = _ascii_domain(domain)
+        if ascii_domain and len(local) + 1 + len(ascii_domain) <= _MAX_ADDRESS:
+            return f"{local.lower()}@{ascii_domain}"
     try:
         valid = validate_email(text, check_deliverability=False, allow_smtputf8=True)
     except EmailNotValidError as exc:
@@ -334,6 +338,16 @@ def _plainly_valid(spec: str) -> bool:
         and "xn--" not in domain.lower()
         and _valid_domain(domain)
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _ascii_domain(domain: str) -> str | None:
+    """A valid domain's lower-case IDNA form, or None."""
+    try:
+        valid = validate_email(f"a@{domain}", check_deliverability=False, allow_smtputf8=True)
+    except EmailNotValidError:
+        return None
+    return valid.ascii_domain.lower()
 
 
 @functools.lru_cache(maxsize=256)  # most lists have a handful of domains
