@@ -115,8 +115,12 @@ def capped_note(capped: Sequence[tuple[SmtpConfig, int, datetime]], several: boo
     """Which daily limits stopped the run: "daily limit of 3 messages reached" (one account),
     or naming each account with several."""
     if not several:
-        return "; ".join(f"daily limit of {limit} messages reached" for _, limit, _ in capped)
+        return "; ".join(f"daily limit of {_messages(limit)} reached" for _, limit, _ in capped)
     return "; ".join(
-        f"daily limit of {limit} messages reached for {describe(account)}"
+        f"daily limit of {_messages(limit)} reached for {describe(account)}"
         for account, limit, _ in capped
     )
+
+
+def _messages(count: int) -> str:
+    return f"{count} message{'s' * (count != 1)}"

@@ -38,6 +38,7 @@ from batchmail.suppression import write_addresses
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT, EXIT_ABORTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_BROKEN_PIPE = 141  # as a shell reports a process ended by SIGPIPE
+SENDING_COMMANDS = ("run", "resend")  # the only ones whose errors need say nothing was sent
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except BatchmailError as exc:
-        _print_error(exc)
+        _print_error(exc, could_send=args.command in SENDING_COMMANDS)
         return exc.exit_code
     except KeyboardInterrupt:
         print(
@@ -122,7 +123,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="with --test-to: how many rows (default 3)",
     )
-    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
+    run.add_argument(
+        "-q", "--quiet", action="store_true", help="print only errors and the summary line"
+    )
     run.add_argument(
         "-v",
         "--verbose",
@@ -145,7 +148,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also recipients whose outcome is unknown (they may have received it)",
     )
-    resend.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
+    resend.add_argument(
+        "-q", "--quiet", action="store_true", help="print only errors and the summary line"
+    )
     resend.add_argument(
         "-v",
         "--verbose",
@@ -193,12 +198,24 @@ def _parser() -> argparse.ArgumentParser:
         "Run the embedded SMTP server in the foreground, storing every "
         "message in a Maildir (for trying campaigns out).",
     )
-    sink.add_argument("--host", default="127.0.0.1")
-    sink.add_argument("--port", type=int, default=8025)
-    sink.add_argument("--maildir", type=Path, default=Path("sink-maildir"))
+    sink.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address to listen on (default 127.0.0.1: this machine only)",
+    )
+    sink.add_argument("--port", type=int, default=8025, help="the port to listen on (default 8025)")
+    sink.add_argument(
+        "--maildir",
+        type=Path,
+        default=Path("sink-maildir"),
+        metavar="DIR",
+        help="the Maildir every message is stored in, created if missing (default ./sink-maildir)",
+    )
 
     init = command("init", _init, "Write a starter campaign (YAML, CSV, templates) into DIR.")
-    init.add_argument("directory", type=Path, metavar="DIR")
+    init.add_argument(
+        "directory", type=Path, metavar="DIR", help="where to write it (created if missing)"
+    )
     return parser
 
 
@@ -211,10 +228,7 @@ def _check(args: argparse.Namespace) -> int:
     _print_warnings(report.warnings)
     if not report.ok:
         raise CampaignError(report.problems)
-    print(
-        f"{campaign.path.name}: ok, {report.rows} recipient{'s' * (report.rows != 1)}, "
-        "every message renders"
-    )
+    print(f"{campaign.path.name}: ok, {_count(report.rows, 'recipient')}, every message renders")
     return EXIT_OK
 
 
@@ -246,7 +260,7 @@ def _run(args: argparse.Namespace) -> int:
         debug = _BarProgress(quiet=True).dialogue if args.verbose else None
         result = test_send(campaign, args.test_to, max(1, args.limit), debug)
         print(
-            f"{campaign.name}: test send of {result.summary.selected} messages to "
+            f"{campaign.name}: test send of {_count(result.summary.selected, 'message')} to "
             f"{result.delivered_to}: "
             + ", ".join(f"{result.summary.counts[s.value]} {s.value}" for s in Status)
         )
@@ -285,10 +299,8 @@ def _resend(args: argparse.Namespace) -> int:
 def _finish(campaign: Campaign, args: argparse.Namespace, result: RunResult, dry: bool) -> int:
     counts = result.summary.counts
     if dry:
-        print(
-            f"{campaign.name}: wrote {result.summary.attempted} messages and manifest.csv "
-            f"to {result.delivered_to}"
-        )
+        written = _count(result.summary.attempted, "message")
+        print(f"{campaign.name}: wrote {written} and manifest.csv to {result.delivered_to}")
         return EXIT_OK
     parts = ", ".join(f"{counts[s.value]} {s.value}" for s in Status)
     if result.summary.suppressed:
@@ -302,7 +314,8 @@ def _finish(campaign: Campaign, args: argparse.Namespace, result: RunResult, dry
         statuses = ", ".join(f"{n} {s}" for s, n in result.statuses.items() if n)
         print(f"{campaign.name}: nothing to send{': ' if statuses else ''}{statuses}.")
     else:
-        print(f"{campaign.name}: {parts}{done}. Delivered to {result.delivered_to}.")
+        where = f" Delivered to {result.delivered_to}." if counts[Status.SENT.value] else ""
+        print(f"{campaign.name}: {parts}{done}.{where}")
     if result.summary.capped_until:
         when = result.summary.capped_until.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
         print(
@@ -311,7 +324,8 @@ def _finish(campaign: Campaign, args: argparse.Namespace, result: RunResult, dry
         )
     if result.all_sent:
         return EXIT_OK
-    print(_next_step_hint(campaign, args.campaign), file=sys.stderr)
+    if not args.quiet:
+        print(_next_step_hint(campaign, args.campaign), file=sys.stderr)
     return EXIT_SOME_FAILED
 
 
@@ -339,13 +353,12 @@ def _status(args: argparse.Namespace) -> int:
     if args.csv:
         with _open_journal(campaign) as journal:
             rows = write_csv_report(campaign, journal, args.csv)
-        print(f"wrote {rows} rows to {args.csv}", file=sys.stderr)
+        print(f"wrote {_count(rows, 'row')} to {args.csv}", file=sys.stderr)
     if args.export_failed:
         with _open_journal(campaign) as journal:
             count = write_addresses(args.export_failed, refused_addresses(journal))
-        print(
-            f"wrote {count} permanently refused addresses to {args.export_failed}", file=sys.stderr
-        )
+        refused = _count(count, "permanently refused address", "permanently refused addresses")
+        print(f"wrote {refused} to {args.export_failed}", file=sys.stderr)
     with _open_journal(campaign) as journal:
         counts: Counter[str] = Counter({status: 0 for status in STATUSES})
         noteworthy = []  # only these are kept: memory stays flat for a large, healthy campaign
@@ -405,20 +418,24 @@ def _init(args: argparse.Namespace) -> int:
 def _print_warnings(warnings: Sequence[Problem]) -> None:
     """Worth knowing, not stopping for: on stderr, one line each; the exit code is unchanged."""
     if warnings:
-        count = len(warnings)
-        print(f"batchmail: {count} warning{'s' * (count != 1)}:", file=sys.stderr)
+        print(f"batchmail: {_count(len(warnings), 'warning')}:", file=sys.stderr)
         for warning in warnings:
             print(f"  {warning}", file=sys.stderr)
 
 
-def _print_error(exc: BatchmailError) -> None:
+def _print_error(exc: BatchmailError, could_send: bool) -> None:
     if isinstance(exc, CampaignError):
-        count = len(exc.problems)
-        print(f"batchmail: {count} problem{'s' * (count != 1)}, nothing was sent:", file=sys.stderr)
+        sent = ", nothing was sent" if could_send else ""
+        print(f"batchmail: {_count(len(exc.problems), 'problem')}{sent}:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
     else:
         print(f"batchmail: {exc}", file=sys.stderr)
+
+
+def _count(number: int, thing: str, things: str | None = None) -> str:
+    """ "1 message", "2 messages": the noun agreeing with the number."""
+    return f"{number} {thing if number == 1 else things or thing + 's'}"
 
 
 class _BarProgress:

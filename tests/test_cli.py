@@ -383,7 +383,7 @@ def test_bad_rows_are_all_reported_and_nothing_is_sent(
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     text = result.stderr
-    assert "nothing was sent" in text
+    assert ("nothing was sent" in text) == (command == "run")  # check could send nothing
     assert 'people.csv, row 2, message.to: "a@b.com>, evil@x.com" is not one email address' in text
     assert "people.csv, row 3" in text
     assert "people.csv, row 4" in text

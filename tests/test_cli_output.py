@@ -40,3 +40,75 @@ def test_status_of_a_never_run_campaign_counts_pending_and_lists_them_with_all(
     assert listed[1:] == [f"  row {i}  person{i}@example.org  pending" for i in (1, 2, 3)]
     as_json = json.loads(batchmail("status", campaign, "--json").stdout)
     assert [r["status"] for r in as_json["recipients"]] == ["pending"] * 3
+
+
+def test_a_run_that_sent_nothing_says_delivered_nowhere(
+    tmp_path: Path, smtp_server_refusing: SmtpTestServer
+) -> None:
+    rows = people(1)
+    rows[0]["email"] = "refuse-me@example.org"
+    campaign = write_campaign(tmp_path, rows, server=smtp_server_refusing)
+
+    result = batchmail("run", campaign)
+
+    assert result.returncode == 1
+    assert result.stdout == "test-campaign: 0 sent, 1 failed, 0 deferred, 0 unknown.\n"
+
+
+def test_one_of_a_thing_is_said_in_the_singular(
+    tmp_path: Path, smtp_server: SmtpTestServer
+) -> None:
+    campaign = write_campaign(tmp_path, people(1), server=smtp_server)
+
+    dry = batchmail("run", campaign, "--dry-run")
+    test = batchmail("run", campaign, "--test-to", "me@example.net", "--limit", "1")
+    report = batchmail("status", campaign, "--csv", tmp_path / "report.csv")
+    checked = batchmail("check", campaign)
+
+    assert "wrote 1 message and manifest.csv" in dry.stdout
+    assert "test send of 1 message to" in test.stdout
+    assert "wrote 1 row to" in report.stderr
+    assert "ok, 1 recipient," in checked.stdout
+    for output in (dry, test, report, checked):
+        assert " 1 messages" not in output.stdout + output.stderr
+        assert " 1 rows" not in output.stdout + output.stderr
+
+
+def test_quiet_prints_the_summary_line_and_nothing_else(
+    tmp_path: Path, smtp_server_refusing: SmtpTestServer
+) -> None:
+    rows = people(2)
+    rows[0]["email"] = "refuse-me@example.org"
+    campaign = write_campaign(tmp_path, rows, server=smtp_server_refusing)
+
+    quiet = batchmail("run", campaign, "--quiet")
+
+    assert quiet.returncode == 1
+    assert quiet.stdout.count("\n") == 1 and "1 sent, 1 failed" in quiet.stdout
+    assert quiet.stderr == ""
+    loud = batchmail("resend", campaign)
+    assert "batchmail status" in loud.stderr  # without --quiet, the next step is said
+
+
+def test_only_commands_that_could_send_say_nothing_was_sent(tmp_path: Path) -> None:
+    (tmp_path / "starter").mkdir()
+    (tmp_path / "starter" / "campaign.yaml").write_text("name: mine\n", encoding="utf-8")
+    campaign = write_campaign(tmp_path / "c", people(1), smtp="embedded")
+
+    init = batchmail("init", tmp_path / "starter")
+    preview = batchmail("preview", campaign, "--row", "9")
+
+    assert init.returncode == 2 and "already exists" in init.stderr
+    assert preview.returncode == 2 and "there is no row 9" in preview.stderr
+    for result in (init, preview):
+        assert "nothing was sent" not in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_sink_help_describes_every_option_and_its_default() -> None:
+    text = " ".join(batchmail("sink", "--help").stdout.split())
+
+    assert "--host HOST the address to listen on (default 127.0.0.1" in text
+    assert "--port PORT the port to listen on (default 8025)" in text
+    assert "--maildir DIR the Maildir every message is stored in" in text
+    assert "(default ./sink-maildir)" in text
