@@ -102,6 +102,7 @@ _HINTS = {
     14: "check that the path is a file in a writable directory",  # SQLITE_CANTOPEN
 }
 _SQLITE_NOTADB = 26
+NOT_ATTEMPTED = "connection lost before the message was sent"  # the reply of a taken-back mark
 
 
 class _HasKey(Protocol):
@@ -290,6 +291,24 @@ class Journal:
         folds in (and until then a power cut leaves them in doubt, never pending)."""
         now = _now()
         self._note([(_outcome_event(m, o, now), _about(m)) for m, o in results], logged=not durable)
+
+    def unmark(self, messages: Iterable[ComposedMessage]) -> None:
+        """Take back the in-flight marks of messages none of whose transaction went out
+        (the connection went before their turn): one never attempted before is pending
+        again, any other is ``deferred`` with its earlier attempts. Synced: rare."""
+        keys = [message.key for message in messages]
+        with self._writing() as connection:
+            for key, row in journal_fold.rows(connection, keys).items():
+                if row["status"] != IN_FLIGHT:
+                    continue
+                if row["attempts"] <= 1:
+                    connection.execute("DELETE FROM entries WHERE key = ?", (key,))
+                else:
+                    connection.execute(
+                        "UPDATE entries SET status = 'deferred', attempts = attempts - 1,"
+                        " code = NULL, reply = ? WHERE key = ?",
+                        (NOT_ATTEMPTED, key),
+                    )
 
     def entries(self) -> Iterator[JournalEntry]:
         """Every entry in CSV row order, read from a cursor one at a time."""

@@ -38,6 +38,9 @@ class Outcome:
     refused: tuple[RecipientRefusal, ...] = ()
     # True when a retry within this run may succeed (4xx, connection failure before data).
     transient: bool = False
+    # False when not a byte of the message's transaction left for the server (the connection
+    # went before its turn): it was never attempted, and stays pending.
+    reached_server: bool = True
 
 
 @dataclass(frozen=True)

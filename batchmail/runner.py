@@ -34,7 +34,7 @@ from batchmail.ratelimit import TokenBucket
 from batchmail.recipients import Recipient, read_recipients
 from batchmail.shared_parts import expand
 from batchmail.suppression import is_suppressed, load_exclusions
-from batchmail.transport import NOT_SENT, Transport
+from batchmail.transport import Transport
 
 
 class Progress(Protocol):
@@ -271,11 +271,13 @@ class Runner:
 
         answered: list[tuple[ComposedMessage, Outcome]] = []  # not journalled yet
         journalled: set[int] = set()  # id() of messages whose outcome is
+        marked: set[int] = set()  # id() of messages marked in flight
         reserved = False
         session = id(transport)
 
         def on_answer(message: ComposedMessage, outcome: Outcome) -> None:
-            answered.append((message, outcome))
+            if outcome.reached_server:
+                answered.append((message, outcome))
             self._unanswered[session] -= 1
 
         def before_data(going: Sequence[ComposedMessage]) -> None:
@@ -289,21 +291,30 @@ class Runner:
                 # The outcomes that came back ride along with the mark: one write for both.
                 journal.mark_in_flight_many(going, answered)
                 journalled.update(id(message) for message, _ in answered)
+                marked.update(id(message) for message in going)
             answered.clear()
 
         outcomes = transport.send_batch(messages, before_data, on_answer)
         if journal is not None:
-            rest = zip(messages, outcomes, strict=True)
-            results = [(m, o) for m, o in rest if id(m) not in journalled]
-            journal.record_many(results, durable=not reserved)
+            results = list(zip(messages, outcomes, strict=True))
+            # A message that never reached the server was not attempted: it keeps the state
+            # it had (its mark, made for a whole BDAT group at once, taken back).
+            tried = [(m, o) for m, o in results if o.reached_server]
+            journal.record_many(
+                [(m, o) for m, o in tried if id(m) not in journalled], durable=not reserved
+            )
+            untried = [m for m, o in results if not o.reached_server and id(m) in marked]
+            if untried:
+                journal.unmark(untried)
         retries = self.campaign.send.retries
         delay = self.campaign.send.retry_delay
         with self._lock:
             for (message, attempt), outcome in zip(batch, outcomes, strict=True):
                 retryable = outcome.status is Status.DEFERRED and outcome.transient
-                if retryable and _never_tried(outcome):
+                if not outcome.reached_server:
                     # The connection went before this message's turn (a pipelined batch):
-                    # it goes again at once, with no attempt used up.
+                    # it goes again at once, with no attempt used up; if the run ends
+                    # first, it is still pending.
                     retry = _Retry(self.clock(), next(self._order), message, attempt)
                     heapq.heappush(self._retries, retry)
                     continue
@@ -415,11 +426,6 @@ def _domains(message: ComposedMessage, throttled: dict[str, TokenBucket]) -> set
         return set()
     domains = {address.rpartition("@")[2].lower() for address in message.envelope.rcpt_tos}
     return domains & throttled.keys()
-
-
-def _never_tried(outcome: Outcome) -> bool:
-    """Nothing of the message reached the server: transports say so with exactly NOT_SENT."""
-    return outcome.code is None and outcome.reply == NOT_SENT
 
 
 def _reply_text(outcome: Outcome) -> str:

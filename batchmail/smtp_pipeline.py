@@ -154,7 +154,7 @@ class Pipeline:
         self._exchange()
         for index, entry in enumerate(entries):
             if self._lost is not None or self._broken:
-                return  # the rest were never sent: NOT_SENT, and the runner retries them
+                return  # the rest never reached the server: the runner sends them again
             if answered is not None and index > 0:
                 # Every reply up to here was read, the previous message's verdict included.
                 done = entries[index - 1]

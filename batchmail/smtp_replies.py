@@ -256,8 +256,9 @@ def _unanswered(sent: Sent, reason: str, refused: tuple[RecipientRefusal, ...]) 
     """No verdict came for this transaction. Even after a 421 to an earlier one: a server
     may well have gone on with what was pipelined before it closed."""
     if sent is Sent.NOTHING:
-        # Exactly NOT_SENT, so that the runner can tell this message never had its turn.
-        return Outcome(Status.DEFERRED, None, NOT_SENT, refused, transient=True)
+        return Outcome(
+            Status.DEFERRED, None, NOT_SENT, refused, transient=True, reached_server=False
+        )
     if sent is Sent.DATA:
         return Outcome(Status.UNKNOWN, None, f"{LOST_AFTER_DATA} ({reason})", refused)
     return Outcome(Status.DEFERRED, None, f"{LOST_BEFORE_DATA}: {reason}", refused, True)

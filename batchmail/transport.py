@@ -21,6 +21,8 @@ BeforeData = Callable[[Sequence[ComposedMessage]], None]
 Answered = Callable[[ComposedMessage, Outcome], None]
 
 NOT_SENT = "connection lost before the message was sent"
+# A message whose turn never came: the connection went first.
+NEVER_SENT = Outcome(Status.DEFERRED, None, NOT_SENT, transient=True, reached_server=False)
 
 
 class Transport(Protocol):
@@ -58,11 +60,11 @@ def send_one_by_one(
     answered: Answered | None = None,
 ) -> list[Outcome]:
     """A batch as consecutive single transactions. Once the connection is lost, the rest of
-    the batch is DEFERRED (transient: nothing of it went out) for the runner to retry."""
+    the batch never reached the server, for the runner to send again."""
     outcomes: list[Outcome] = []
     for message in messages:
         if not transport.connected:
-            outcomes.append(Outcome(Status.DEFERRED, None, NOT_SENT, transient=True))
+            outcomes.append(NEVER_SENT)
             continue
         outcome = transport.send(message, functools.partial(before_data, (message,)))
         outcomes.append(outcome)

@@ -18,6 +18,7 @@ import asyncio
 import random
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -159,3 +160,28 @@ async def _hang_up(server: SMTP) -> None:
     assert server.transport is not None
     server.transport.close()
     await asyncio.get_running_loop().create_future()
+
+
+class DyingHandler(RecordingHandler):
+    """Accepts and records messages until the ``die_at``-th MAIL FROM (counted over every
+    connection), where the server dies: ``stop_listening`` is called (new connections are
+    refused) and the connection closes without a reply. It dies once; a server restarted
+    with the same handler (``SmtpTestServer.start`` again: same port) accepts everything."""
+
+    def __init__(self, die_at: int) -> None:
+        super().__init__()
+        self.die_at: int | None = die_at
+        self.mails = 0
+        self.stop_listening: Callable[[], None] | None = None
+        self.died = threading.Event()
+
+    async def on_mail(self, server: SMTP, session: Session, address: str) -> str | None:
+        self.mails += 1
+        if self.mails == self.die_at:
+            self.die_at = None
+            self.take_fault()
+            if self.stop_listening is not None:
+                self.stop_listening()
+            self.died.set()
+            await _hang_up(server)
+        return None

@@ -566,7 +566,7 @@ class SmtpTestServer:
 
     def start(self) -> SmtpTestServer:
         _quiet_aiosmtpd_logging()
-        self.port = free_port(self.host)
+        self.port = self.port or free_port(self.host)  # started again: the same port
         options: dict[str, Any] = {
             "server_hostname": "smtp.test",
             "enable_SMTPUTF8": self.smtputf8,
@@ -587,6 +587,13 @@ class SmtpTestServer:
         )
         self._controller.start()
         return self
+
+    def stop_listening(self) -> None:
+        """Refuse new connections from now on (the connections open go on); callable from
+        a handler's hook too."""
+        controller = self._controller
+        if controller is not None and controller.server is not None:
+            controller.loop.call_soon_threadsafe(controller.server.close)
 
     def stop(self) -> None:
         if self._controller is not None:
