@@ -108,6 +108,8 @@ class Campaign:
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, hash=False)
     # Every sender account in order (``smtp`` is the first); () in a Campaign built by hand.
     accounts: tuple[SmtpConfig, ...] = ()
+    # What Message-IDs are made from (see campaign_id); "" until set there: the name.
+    message_id_seed: str = ""
 
     @property
     def smtp_accounts(self) -> tuple[SmtpConfig, ...]:

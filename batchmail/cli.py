@@ -16,7 +16,7 @@ from datetime import UTC
 from pathlib import Path
 from typing import TextIO
 
-from batchmail import __version__
+from batchmail import __version__, campaign_id
 from batchmail.campaign import Campaign, load_campaign
 from batchmail.check import MessageFactory, check_campaign, run_warnings
 from batchmail.delivery import RunResult, dry_run, send, test_send
@@ -233,7 +233,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _preview(args: argparse.Namespace) -> int:
-    campaign = load_campaign(args.campaign)
+    campaign = campaign_id.for_reading(load_campaign(args.campaign))
     factory = MessageFactory.prepare(campaign)
     for row in read_rows(campaign.recipients):
         if row.row_number == args.row:

@@ -9,8 +9,8 @@ else (and for SMTPUTF8 messages) from ``mime_reference``; either way every heade
 read back (``headers.check_header_block``) and a row whose headers would not reach
 readers as written is refused, naming the row and the field. The output is
 deterministic for the same inputs and date (fixed MIME boundaries, a Message-ID derived
-from the campaign name and the recipient's key), so the bytes of a dry run are the
-bytes that would be sent.
+from the campaign's id, see ``campaign_id``, and the recipient's key), so the bytes of a
+dry run are the bytes that would be sent.
 """
 
 from __future__ import annotations
@@ -125,7 +125,8 @@ class Composer:
         if problems or subject is None:  # no subject: its problem is in problems
             raise CampaignError(problems)
         sender = addresses["from_"][0]
-        message_id = _message_id(self._campaign.name, recipient.key, sender.addr_spec)
+        seed = self._campaign.message_id_seed or self._campaign.name
+        message_id = _message_id(seed, recipient.key, sender.addr_spec)
         date_value = email_date(date or datetime.now(UTC).astimezone())
         headers = (*address_headers(addresses), Header("Subject", subject, "message.subject"))
         headers += (
@@ -243,9 +244,10 @@ def _read_image(path: Path) -> AttachmentPart | str:
     return read_inline_image(path, path.name)
 
 
-def _message_id(campaign_name: str, key: str, sender: str) -> str:
-    """Stable across runs for the same campaign and key, different for different keys."""
-    digest = hashlib.sha256(f"{campaign_name}\0{key}".encode()).hexdigest()[:32]
+def _message_id(seed: str, key: str, sender: str) -> str:
+    """Stable across runs for the same campaign id (``campaign_id``) and key, different for
+    different keys and campaigns."""
+    digest = hashlib.sha256(f"{seed}\0{key}".encode()).hexdigest()[:32]
     return f"<{digest}.batchmail@{sender.rpartition('@')[2]}>"
 
 

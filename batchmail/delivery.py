@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from batchmail import accounts
+from batchmail import accounts, campaign_id
 from batchmail.addresses import AddressError, parse_address_list
 from batchmail.campaign import Campaign, SendConfig, SmtpConfig
 from batchmail.check import MessageFactory, require_valid
@@ -44,6 +44,7 @@ class RunResult:
 
 def dry_run(campaign: Campaign, out_dir: Path | None, progress: Progress | None) -> RunResult:
     """Write each message as a .eml file plus manifest.csv; no server, no journal."""
+    campaign = campaign_id.for_sending(campaign)
     prebuilt = Prebuilt()
     require_valid(campaign, prebuilt)
     directory = out_dir or campaign.state_dir / "outbox"
@@ -62,6 +63,7 @@ def send(
     debug: Callable[[str], None] | None = None,
 ) -> RunResult:
     """`run` (pending recipients) or `resend` (with a resend selector)."""
+    campaign = campaign_id.for_sending(campaign)
     # With several sender accounts each runner goes through every row: build them again.
     prebuilt = Prebuilt() if len(campaign.smtp_accounts) == 1 else None
     require_valid(campaign, prebuilt)
@@ -186,6 +188,7 @@ def test_send(
 ) -> RunResult:
     """The first ``limit`` rows' messages exactly as they would go, subject prefixed [TEST],
     delivered only to ``address``. The journal is not touched."""
+    campaign = campaign_id.for_test(campaign)
     require_valid(campaign)
     test_to = _one_address(address)
     factory = MessageFactory.prepare(campaign)
