@@ -33,6 +33,7 @@ MANIFEST_HEADER = (
 # the usual 255-byte limit.
 SAFE_KEY_LENGTH = 60
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
+_EML_NAME = re.compile(r"[0-9]{6,}-[A-Za-z0-9._@+-]*\.eml")  # what eml_name gives
 # Temporary files start with this so a run killed mid-write can have its leftovers removed.
 _TEMP_PREFIX = ".partial-"
 
@@ -63,7 +64,9 @@ class Outbox:
         self.open()
 
     def open(self) -> None:
-        """Create the directory and start a fresh manifest (an earlier dry run's is replaced).
+        """Create the directory and start a fresh manifest. An earlier dry run's manifest is
+        replaced, and the files it listed are removed first, so that the directory holds one
+        run's output; any other file in it is left alone.
 
         Opening again after ``close`` appends: the runner closes and reconnects its
         transport every ``max_per_session`` messages, and the manifest must keep them all.
@@ -76,6 +79,9 @@ class Outbox:
             for leftover in self.directory.glob(_TEMP_PREFIX + "*"):
                 leftover.unlink()
         with _aborting(manifest_path):
+            if not self._started:
+                for listed in _listed_files(manifest_path):
+                    listed.unlink(missing_ok=True)
             # Unbuffered: each row goes to the file as it is appended (see _append).
             self._manifest = io.FileIO(manifest_path, "a" if self._started else "w")
         if not self._started:
@@ -159,6 +165,25 @@ class Outbox:
                 with contextlib.suppress(OSError):
                     manifest.truncate(end)
                 raise
+
+
+def _listed_files(manifest_path: Path) -> Iterator[Path]:
+    """The .eml files an earlier dry run's manifest lists, beside it. Only a plain file name
+    of the form ``eml_name`` gives is taken, so a damaged or edited manifest cannot name
+    a file anywhere else."""
+    try:
+        handle = manifest_path.open(encoding="utf-8", errors="replace", newline="")
+    except FileNotFoundError:
+        return
+    with handle:
+        try:
+            names = [row.get("file") or "" for row in csv.DictReader(handle)]
+        except csv.Error:  # not a manifest we wrote: nothing in it is taken as ours
+            return
+    for name in names:
+        path = manifest_path.parent / name
+        if _EML_NAME.fullmatch(name) and path.is_file() and not path.is_symlink():
+            yield path
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@ process against real SMTP servers)."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -112,3 +113,29 @@ def test_sink_help_describes_every_option_and_its_default() -> None:
     assert "--port PORT the port to listen on (default 8025)" in text
     assert "--maildir DIR the Maildir every message is stored in" in text
     assert "(default ./sink-maildir)" in text
+
+
+def test_a_second_dry_run_leaves_only_its_own_files_and_the_users(
+    tmp_path: Path, smtp_server: SmtpTestServer
+) -> None:
+    campaign = write_campaign(tmp_path, people(3), server=smtp_server)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine\n", encoding="utf-8")
+    (out / "000009-kept@example.org.eml").write_bytes(b"a user's own file\r\n")
+    assert batchmail("run", campaign, "--dry-run", "--out", out).returncode == 0
+    first = {p.name for p in out.glob("0*.eml")}
+
+    write_campaign(tmp_path, people(2, start=5), server=smtp_server)  # other keys now
+    again = batchmail("run", campaign, "--dry-run", "--out", out)
+
+    assert again.returncode == 0, again.stderr
+    with (out / "manifest.csv").open(encoding="utf-8", newline="") as handle:
+        listed = {row["file"] for row in csv.DictReader(handle)}
+    assert listed == {"000001-person5@example.org.eml", "000002-person6@example.org.eml"}
+    assert first - listed - {"000009-kept@example.org.eml"}  # there was something to clear
+    assert {p.name for p in out.iterdir()} == listed | {
+        "manifest.csv",
+        "notes.txt",
+        "000009-kept@example.org.eml",
+    }
