@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 from collections import Counter
@@ -26,11 +25,12 @@ from batchmail.outcomes import ComposedMessage, Outcome, Status
 from batchmail.recipients import read_rows
 from batchmail.report import (
     DONE,
-    STATUSES,
     count_statuses,
     journal_path,
+    json_status,
     recipient_statuses,
     refused_addresses,
+    status_listing,
     write_csv_report,
 )
 from batchmail.runner import select_resendable
@@ -359,32 +359,23 @@ def _status(args: argparse.Namespace) -> int:
             count = write_addresses(args.export_failed, refused_addresses(journal))
         refused = _count(count, "permanently refused address", "permanently refused addresses")
         print(f"wrote {refused} to {args.export_failed}", file=sys.stderr)
-    with _open_journal(campaign) as journal:
-        counts: Counter[str] = Counter({status: 0 for status in STATUSES})
-        noteworthy = []  # only these are kept: memory stays flat for a large, healthy campaign
-        for status in recipient_statuses(campaign, journal):
-            counts[status.status] += 1
-            if status.status != "sent" or status.partly_refused:
-                noteworthy.append(status)
-    if not campaign.recipients.exclude:
-        del counts["suppressed"]  # 1.0's JSON and table, for campaigns without exclusion lists
-    if args.json:
-        not_sent = [s.as_json() for s in noteworthy if s.status != "sent"]
-        json.dump(
-            {"counts": dict(counts), "recipients": not_sent},
-            sys.stdout,
-            ensure_ascii=False,
-            indent=2,
-        )
-        print()
-    else:
-        print(f"{campaign.name}: " + ", ".join(f"{counts[s]} {s}" for s in counts))
-        for status in noteworthy:
-            if status.status == "pending" and not args.all:
-                continue
-            code = f"{status.code} " if status.code else ""
-            reply = f": {code}{status.reply}" if (code or status.reply) else ""
-            print(f"  row {status.row_number}  {status.key}  {status.status}{reply}")
+    with (
+        _open_journal(campaign) as journal,
+        status_listing(campaign, journal, with_pending=args.json or args.all) as listing,
+    ):
+        counts, listed = listing
+        if not campaign.recipients.exclude:
+            del counts["suppressed"]  # 1.0's JSON and table, for campaigns without exclusion lists
+        if args.json:
+            for piece in json_status(counts, listed):
+                sys.stdout.write(piece)
+            print()
+        else:
+            print(f"{campaign.name}: " + ", ".join(f"{counts[s]} {s}" for s in counts))
+            for status in listed:
+                code = f"{status.code} " if status.code else ""
+                reply = f": {code}{status.reply}" if (code or status.reply) else ""
+                print(f"  row {status.row_number}  {status.key}  {status.status}{reply}")
     return EXIT_OK if sum(counts[s] for s in DONE) == sum(counts.values()) else EXIT_SOME_FAILED
 
 

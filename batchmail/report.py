@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import json
+import pickle
+import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from batchmail.campaign import Campaign
 from batchmail.check import MessageFactory
@@ -57,6 +62,77 @@ def recipient_statuses(campaign: Campaign, journal: Journal | None) -> Iterator[
         if status.status not in ("sent", "unknown") and suppressed(recipient):
             status = dataclasses.replace(status, status="suppressed")
         yield status
+
+
+@contextlib.contextmanager
+def status_listing(
+    campaign: Campaign, journal: Journal | None, with_pending: bool = True
+) -> Iterator[tuple[Counter[str], Iterator[RecipientStatus]]]:
+    """The counts per status and the recipients worth listing (not sent, or sent with some
+    envelope recipients refused; pending ones only ``with_pending``), in row order, from one
+    pass over the CSV and the journal.
+
+    The counts are known only at the end of the pass, and come first in every report: the
+    listed recipients wait in a temporary file (pickled: it is our own, never read by
+    anything else), not in memory, so memory stays flat however many rows are pending,
+    and the counts and the list agree even while a run goes on."""
+    counts: Counter[str] = Counter({status: 0 for status in STATUSES})
+    with _spooling() as spool:
+        for status in recipient_statuses(campaign, journal):
+            counts[status.status] += 1
+            if _listed(status, with_pending):
+                with _spool_errors():
+                    pickle.dump(status, spool)
+        with _spool_errors():
+            spool.seek(0)
+        yield counts, _replayed(spool)
+
+
+@contextlib.contextmanager
+def _spooling() -> Iterator[IO[bytes]]:
+    with contextlib.ExitStack() as stack:
+        with _spool_errors():
+            spool = stack.enter_context(tempfile.TemporaryFile())
+        yield spool
+
+
+@contextlib.contextmanager
+def _spool_errors() -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise RunAborted(f"cannot write a temporary file for the report: {exc}") from exc
+
+
+def _listed(status: RecipientStatus, with_pending: bool) -> bool:
+    if status.status == "pending":
+        return with_pending
+    return status.status != "sent" or status.partly_refused
+
+
+def _replayed(spool: IO[bytes]) -> Iterator[RecipientStatus]:
+    while True:
+        try:
+            with _spool_errors():
+                status = pickle.load(spool)
+        except EOFError:
+            return
+        yield status
+
+
+def json_status(counts: Counter[str], recipients: Iterable[RecipientStatus]) -> Iterator[str]:
+    """``{"counts": ..., "recipients": [...]}`` as ``json.dumps(..., indent=2,
+    ensure_ascii=False)`` writes it, piece by piece: one recipient in memory at a time."""
+    head = json.dumps({"counts": dict(counts)}, ensure_ascii=False, indent=2)
+    yield head[: -len("\n}")] + ',\n  "recipients": ['
+    separator = "\n"
+    for status in recipients:
+        if status.status == "sent":
+            continue
+        item = json.dumps(status.as_json(), ensure_ascii=False, indent=2)
+        yield separator + "    " + item.replace("\n", "\n    ")
+        separator = ",\n"
+    yield ("]" if separator == "\n" else "\n  ]") + "\n}"
 
 
 def _suppression_test(campaign: Campaign) -> Callable[[Recipient], bool]:
