@@ -13,6 +13,7 @@ or ssl, and their errors stop here: problems with the connection raise ``RunAbor
     smtp_replies.py    pure: replies parsed, and what they mean for one transaction
     smtp_envelope.py   pure: a message in wire form (MAIL/RCPT arguments, DATA/BDAT payload)
     smtp_dialogue.py   the redacted debug log; smtplib's classes wired to it
+    smtp_certificate.py  the names a certificate is for, when not for the host connected to
     secret_forms.py    pure: every form of a password or token a server could echo, redacted
 """
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from batchmail.campaign import SmtpConfig
 from batchmail.errors import RunAborted
 from batchmail.secret_forms import SecretForms
+from batchmail.smtp_certificate import certificate_names, is_name_mismatch
 from batchmail.smtp_dialogue import DebugLog, LoggedSMTP, LoggedSMTP_SSL, tune
 
 _MECHANISMS = {"CRAM-MD5", "PLAIN", "LOGIN"}  # what smtplib's login() can speak
@@ -263,6 +264,8 @@ def _connect_error(
     endpoint: Endpoint, exc: OSError, secrets: SecretForms | None = None
 ) -> RunAborted:
     where = endpoint.address
+    if isinstance(exc, ssl.SSLCertVerificationError) and is_name_mismatch(exc):
+        return RunAborted(_name_mismatch(endpoint))
     if isinstance(exc, ssl.SSLCertVerificationError):
         return RunAborted(
             f"{where}: the server's TLS certificate was not accepted ({exc.verify_message}); "
@@ -302,6 +305,22 @@ def _connect_error(
 def _cause(exc: OSError) -> BaseException | None:
     # smtplib reports a read that timed out as SMTPServerDisconnected; the cause tells.
     return exc.__context__ if isinstance(exc, smtplib.SMTPServerDisconnected) else exc
+
+
+def _name_mismatch(endpoint: Endpoint) -> str:
+    config = endpoint.config
+    names = certificate_names(
+        endpoint.host, endpoint.port, config.security == "tls", _tls_context(config), config.timeout
+    )
+    fix = f"set {config.key_path}.host to a name the certificate is for"
+    if not names:
+        return f"{endpoint.address}: the server's TLS certificate is not for {endpoint.host}; {fix}"
+    # The names were read over a connection that verified the chain: it is trusted.
+    return (
+        f"{endpoint.address}: the server's TLS certificate is for {', '.join(names)}, not for "
+        f"{endpoint.host}, the name connected to; {fix} (the certificate is trusted: "
+        "ca_file would not help)"
+    )
 
 
 def _network_summary(exc: OSError, timeout: float) -> str:

@@ -7,8 +7,9 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 from campaign_files import batchmail, people, write_campaign
-from servers import SmtpTestServer
+from servers import Certificates, SmtpTestServer, StartServer
 
 
 def test_status_says_a_refusal_once_in_text_and_json(
@@ -139,3 +140,24 @@ def test_a_second_dry_run_leaves_only_its_own_files_and_the_users(
         "notes.txt",
         "000009-kept@example.org.eml",
     }
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_a_certificate_for_another_name_says_both_names(
+    tmp_path: Path, start_smtp_server: StartServer, security: str
+) -> None:
+    (tmp_path / "tls").mkdir()
+    certificates = Certificates.create(tmp_path / "tls", ("mail.other.example", "other.example"))
+    server = start_smtp_server(security=security, certificates=certificates)
+    campaign = write_campaign(tmp_path / "c", people(1), server=server)
+
+    result = batchmail("run", campaign)
+
+    assert result.returncode == 3, result.stderr
+    assert (
+        f"127.0.0.1:{server.port}: the server's TLS certificate is for mail.other.example, "
+        "other.example, not for 127.0.0.1, the name connected to; set smtp.host to a name the "
+        "certificate is for" in result.stderr
+    )
+    assert "set smtp.ca_file" not in result.stderr
+    assert server.messages == [] and "MAIL" not in server.commands
