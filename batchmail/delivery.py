@@ -241,11 +241,11 @@ def _one_session(campaign: Campaign) -> SendConfig:
 
 def _check_fingerprint(campaign: Campaign, journal: Journal, allow_changed: bool) -> None:
     """Refuse to carry on a started campaign whose content changed, unless allowed."""
-    current = campaign_fingerprint(campaign)
+    current = encode(campaign_fingerprint(campaign))
     recorded = journal.get_meta("fingerprint")
     started = any(journal.counts().values())
     if recorded is not None and started and not allow_changed:
-        changed = changed_parts(recorded, current)
+        changed = changed_parts(recorded, campaign)
         if changed:
             since = journal.get_meta("fingerprint_at") or "the first send"
             raise CampaignChanged(
@@ -254,8 +254,8 @@ def _check_fingerprint(campaign: Campaign, journal: Journal, allow_changed: bool
                 "To send the rest with the new content, run again with --allow-changed; to start "
                 "a separate campaign, give it another `name:`."
             )
-    if recorded != encode(current):
-        journal.set_meta("fingerprint", encode(current))
+    if recorded != current:
+        journal.set_meta("fingerprint", current)
         journal.set_meta("fingerprint_at", datetime.now(UTC).isoformat(timespec="seconds"))
 
 
