@@ -19,6 +19,7 @@ from batchmail import __version__, campaign_id
 from batchmail.campaign import Campaign, load_campaign
 from batchmail.check import MessageFactory, check_campaign, run_warnings
 from batchmail.delivery import RunResult, dry_run, send, test_send
+from batchmail.display import shown, shown_json
 from batchmail.errors import BatchmailError, CampaignError, Problem
 from batchmail.journal import Journal
 from batchmail.outcomes import ComposedMessage, Outcome, Status
@@ -49,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_error(exc, could_send=args.command in SENDING_COMMANDS)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(
+        _say(
             "\ninterrupted; the journal is consistent: run the same command again to continue",
             file=sys.stderr,
         )
@@ -228,7 +229,7 @@ def _check(args: argparse.Namespace) -> int:
     _print_warnings(report.warnings)
     if not report.ok:
         raise CampaignError(report.problems)
-    print(f"{campaign.path.name}: ok, {_count(report.rows, 'recipient')}, every message renders")
+    _say(f"{campaign.path.name}: ok, {_count(report.rows, 'recipient')}, every message renders")
     return EXIT_OK
 
 
@@ -240,8 +241,8 @@ def _preview(args: argparse.Namespace) -> int:
             if row.recipient is None:
                 raise CampaignError(row.problems)
             message = factory.build(row.recipient)
-            print(f"MAIL FROM: {message.envelope.mail_from}", file=sys.stderr)
-            print(f"RCPT TO: {', '.join(message.envelope.rcpt_tos)}", file=sys.stderr)
+            _say(f"MAIL FROM: {message.envelope.mail_from}", file=sys.stderr)
+            _say(f"RCPT TO: {', '.join(message.envelope.rcpt_tos)}", file=sys.stderr)
             sys.stdout.flush()
             sys.stdout.buffer.write(message.data)
             sys.stdout.buffer.flush()
@@ -259,7 +260,7 @@ def _run(args: argparse.Namespace) -> int:
             raise CampaignError([Problem("--test-to", "cannot be combined with --dry-run")])
         debug = _BarProgress(quiet=True).dialogue if args.verbose else None
         result = test_send(campaign, args.test_to, max(1, args.limit), debug)
-        print(
+        _say(
             f"{campaign.name}: test send of {_count(result.summary.selected, 'message')} to "
             f"{result.delivered_to}: "
             + ", ".join(f"{result.summary.counts[s.value]} {s.value}" for s in Status)
@@ -300,7 +301,7 @@ def _finish(campaign: Campaign, args: argparse.Namespace, result: RunResult, dry
     counts = result.summary.counts
     if dry:
         written = _count(result.summary.attempted, "message")
-        print(f"{campaign.name}: wrote {written} and manifest.csv to {result.delivered_to}")
+        _say(f"{campaign.name}: wrote {written} and manifest.csv to {result.delivered_to}")
         return EXIT_OK
     parts = ", ".join(f"{counts[s.value]} {s.value}" for s in Status)
     if result.summary.suppressed:
@@ -312,20 +313,20 @@ def _finish(campaign: Campaign, args: argparse.Namespace, result: RunResult, dry
     )
     if result.summary.selected == 0:
         statuses = ", ".join(f"{n} {s}" for s, n in result.statuses.items() if n)
-        print(f"{campaign.name}: nothing to send{': ' if statuses else ''}{statuses}.")
+        _say(f"{campaign.name}: nothing to send{': ' if statuses else ''}{statuses}.")
     else:
         where = f" Delivered to {result.delivered_to}." if counts[Status.SENT.value] else ""
-        print(f"{campaign.name}: {parts}{done}.{where}")
+        _say(f"{campaign.name}: {parts}{done}.{where}")
     if result.summary.capped_until:
         when = result.summary.capped_until.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        print(
+        _say(
             f"{campaign.name}: {result.capped_by}; run again after {when} to carry on.",
             file=sys.stderr,
         )
     if result.all_sent:
         return EXIT_OK
     if not args.quiet:
-        print(_next_step_hint(campaign, args.campaign), file=sys.stderr)
+        _say(_next_step_hint(campaign, args.campaign), file=sys.stderr)
     return EXIT_SOME_FAILED
 
 
@@ -353,12 +354,12 @@ def _status(args: argparse.Namespace) -> int:
     if args.csv:
         with _open_journal(campaign) as journal:
             rows = write_csv_report(campaign, journal, args.csv)
-        print(f"wrote {_count(rows, 'row')} to {args.csv}", file=sys.stderr)
+        _say(f"wrote {_count(rows, 'row')} to {args.csv}", file=sys.stderr)
     if args.export_failed:
         with _open_journal(campaign) as journal:
             count = write_addresses(args.export_failed, refused_addresses(journal))
         refused = _count(count, "permanently refused address", "permanently refused addresses")
-        print(f"wrote {refused} to {args.export_failed}", file=sys.stderr)
+        _say(f"wrote {refused} to {args.export_failed}", file=sys.stderr)
     with (
         _open_journal(campaign) as journal,
         status_listing(campaign, journal, with_pending=args.json or args.all) as listing,
@@ -368,14 +369,15 @@ def _status(args: argparse.Namespace) -> int:
             del counts["suppressed"]  # 1.0's JSON and table, for campaigns without exclusion lists
         if args.json:
             for piece in json_status(counts, listed):
-                sys.stdout.write(piece)
-            print()
+                sys.stdout.write(shown_json(piece))
+            _say()
         else:
-            print(f"{campaign.name}: " + ", ".join(f"{counts[s]} {s}" for s in counts))
+            _say(f"{campaign.name}: " + ", ".join(f"{counts[s]} {s}" for s in counts))
             for status in listed:
                 code = f"{status.code} " if status.code else ""
                 reply = f": {code}{status.reply}" if (code or status.reply) else ""
-                print(f"  row {status.row_number}  {status.key}  {status.status}{reply}")
+                key, reply = shown(status.key, False), shown(reply, False)
+                _say(f"  row {status.row_number}  {key}  {status.status}{reply}")
     return EXIT_OK if sum(counts[s] for s in DONE) == sum(counts.values()) else EXIT_SOME_FAILED
 
 
@@ -388,7 +390,7 @@ def _open_journal(campaign: Campaign) -> contextlib.AbstractContextManager[Journ
 def _sink(args: argparse.Namespace) -> int:
     from batchmail.sink import serve
 
-    serve(args.host, args.port, args.maildir, on_ready=lambda text: print(text, flush=True))
+    serve(args.host, args.port, args.maildir, on_ready=lambda text: _say(text, flush=True))
     return EXIT_OK
 
 
@@ -396,7 +398,7 @@ def _init(args: argparse.Namespace) -> int:
     from batchmail.starter import write_starter
 
     campaign_file = write_starter(args.directory)
-    print(
+    _say(
         f"wrote a starter campaign: {campaign_file}\n"
         f"try it: batchmail check {campaign_file} && batchmail run {campaign_file}"
     )
@@ -406,22 +408,28 @@ def _init(args: argparse.Namespace) -> int:
 # --- output -----------------------------------------------------------------------------------
 
 
+def _say(text: str = "", file: TextIO | None = None, flush: bool = False) -> None:
+    """Print a line: the only way this module prints. What it says can quote a CSV, a server
+    or the journal, so control characters are shown as escapes, never sent to the terminal."""
+    print(shown(text), file=file or sys.stdout, flush=flush)
+
+
 def _print_warnings(warnings: Sequence[Problem]) -> None:
     """Worth knowing, not stopping for: on stderr, one line each; the exit code is unchanged."""
     if warnings:
-        print(f"batchmail: {_count(len(warnings), 'warning')}:", file=sys.stderr)
+        _say(f"batchmail: {_count(len(warnings), 'warning')}:", file=sys.stderr)
         for warning in warnings:
-            print(f"  {warning}", file=sys.stderr)
+            _say(f"  {warning}", file=sys.stderr)
 
 
 def _print_error(exc: BatchmailError, could_send: bool) -> None:
     if isinstance(exc, CampaignError):
         sent = ", nothing was sent" if could_send else ""
-        print(f"batchmail: {_count(len(exc.problems), 'problem')}{sent}:", file=sys.stderr)
+        _say(f"batchmail: {_count(len(exc.problems), 'problem')}{sent}:", file=sys.stderr)
         for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+            _say(f"  {problem}", file=sys.stderr)
     else:
-        print(f"batchmail: {exc}", file=sys.stderr)
+        _say(f"batchmail: {exc}", file=sys.stderr)
 
 
 def _count(number: int, thing: str, things: str | None = None) -> str:
@@ -460,16 +468,16 @@ class _BarProgress:
         if self._quiet:
             return
         if self._bar is not None:
-            self._bar.write(text, file=self._stream)
+            self._bar.write(shown(text), file=self._stream)
         else:
-            print(text, file=self._stream)
+            _say(text, file=self._stream)
 
     def dialogue(self, line: str) -> None:
         """One line of the SMTP dialogue (--verbose): shown even with --quiet."""
         if self._bar is not None:
-            self._bar.write(line, file=self._stream)
+            self._bar.write(shown(line), file=self._stream)
         else:
-            print(line, file=self._stream, flush=True)
+            _say(line, file=self._stream, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:
