@@ -100,8 +100,8 @@ def check_campaign(campaign: Campaign, keep: Prebuilt | None = None) -> CheckRep
         elif built is not None and keep is not None:
             keep.keep(built)
     problems = [
-        problem
-        for _, row_problems in heapq.merge(csv_problems, built_problems, key=lambda p: p[0])
+        dataclasses.replace(problem, row=row) if problem.row is None else problem
+        for row, row_problems in heapq.merge(csv_problems, built_problems, key=lambda p: p[0])
         for problem in row_problems
     ]
     if rows == 0:

@@ -23,6 +23,7 @@ from batchmail.display import shown, shown_json
 from batchmail.errors import BatchmailError, CampaignError, Problem
 from batchmail.journal import Journal
 from batchmail.outcomes import ComposedMessage, Outcome, Status
+from batchmail.problem_groups import problem_lines
 from batchmail.recipients import read_rows
 from batchmail.report import (
     DONE,
@@ -426,8 +427,8 @@ def _print_error(exc: BatchmailError, could_send: bool) -> None:
     if isinstance(exc, CampaignError):
         sent = ", nothing was sent" if could_send else ""
         _say(f"batchmail: {_count(len(exc.problems), 'problem')}{sent}:", file=sys.stderr)
-        for problem in exc.problems:
-            _say(f"  {problem}", file=sys.stderr)
+        for line in problem_lines(exc.problems):
+            _say(f"  {line}", file=sys.stderr)
     else:
         _say(f"batchmail: {exc}", file=sys.stderr)
 

@@ -27,9 +27,16 @@ class Problem:
 
     where: str  # e.g. "welcome.csv, row 42, column email" or "welcome.yaml, smtp.port, line 6"
     message: str
+    # The CSV data row it concerns, when it is a row's problem (check sets it): problems
+    # whose text is the same but for the row are then told once (see problem_groups).
+    row: int | None = None
+    # A finer location inside ``where`` that differs from row to row (a byte offset), kept
+    # out of ``message`` so that the same problem on many rows still reads the same.
+    detail: str = ""
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.message}" if self.where else self.message
+        where = f"{self.where}, {self.detail}" if self.detail else self.where
+        return f"{where}: {self.message}" if where else self.message
 
 
 class BatchmailError(Exception):

@@ -103,7 +103,7 @@ def _records(
         if lines.bad_lines:
             bad = sorted(line for line in lines.bad_lines if line <= end)
             if bad:
-                problems.append(_decode_problem(name, config.encoding, lines, bad[0], where))
+                problems.append(_decode_problem(name, config.encoding, lines, bad[0], where, start))
                 lines.bad_lines.difference_update(bad)
         if len(values) != len(header):
             problems.append(
@@ -163,13 +163,17 @@ def _check_header(name: str, header: list[str], key: str) -> None:
 
 
 def _decode_problem(
-    name: str, encoding: str, lines: _DecodedLines, line: int, where: str
+    name: str, encoding: str, lines: _DecodedLines, line: int, where: str, start: int = 1
 ) -> Problem:
-    detail = lines.bad_detail.get(line, "")
+    # The byte and its line go in ``detail``: the message stays the same on every row of
+    # a file saved in another encoding, so that the rows are told in one line.
+    at = [f"line {line}"] if line != start else []
+    at += [lines.bad_detail[line]] if lines.bad_detail.get(line) else []
     return Problem(
         where if where != "header" else f"{name}, line {line}",
-        f"bytes that are not valid {encoding} on line {line}{detail}; if the file was saved by a "
+        f"bytes that are not valid {encoding}; if the file was saved by a "
         "spreadsheet, set `recipients.encoding` (e.g. cp1252, latin-1, gbk)",
+        detail=", ".join(at),
     )
 
 
@@ -221,7 +225,7 @@ class _DecodedLines:
             if not self._bad_pending:
                 self._bad_pending = True
                 self._bad_text = (
-                    f" (byte 0x{raw[exc.start]:02x} at offset {exc.start + 1})"
+                    f"byte 0x{raw[exc.start]:02x} at offset {exc.start + 1}"
                     if isinstance(exc, UnicodeDecodeError) and exc.start < len(raw)
                     else ""
                 )

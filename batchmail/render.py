@@ -20,6 +20,9 @@ add a separator, a bracket or a quote (see ``batchmail.addresses``). The filter
 
 from __future__ import annotations
 
+import difflib
+import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -218,7 +221,7 @@ class Renderer:
             # The templates are code the campaign's author wrote: any exception they raise
             # (UndefinedError, but also ZeroDivisionError, TypeError...) is a problem of the row.
             except Exception as exc:  # noqa: BLE001
-                problems.append(Problem(where, _describe_runtime_error(compiled, exc)))
+                problems.append(Problem(where, _describe_runtime_error(compiled, exc, context)))
                 return ""
 
         unsubscribe_url = fill(bodies.unsubscribe) if bodies.unsubscribe else None
@@ -372,12 +375,44 @@ def _is_plain_text(env: jinja2.Environment, source: str) -> bool:
     return all(token_type == "data" for _, token_type, _ in env.lex(source))
 
 
-def _describe_runtime_error(compiled: _Compiled, exc: Exception) -> str:
+def _describe_runtime_error(compiled: _Compiled, exc: Exception, context: dict[str, Any]) -> str:
     line = _template_line(compiled.filename, exc.__traceback__)
     at = f"template {compiled.label}" + (f", line {line}" if line else "")
+    if isinstance(exc, jinja2.UndefinedError) and exc.message:
+        columns = tuple(context["row"])
+        variables = tuple(name for name in context if name not in context["row"])
+        return f"{at}: {exc.message}{undefined_hint(exc.message, columns, variables)}"
     if isinstance(exc, jinja2.TemplateError):
         return f"{at}: {exc.message or type(exc).__name__}"
     return f"{at}: {type(exc).__name__}: {exc}"
+
+
+# Jinja's words for a name the row does not have: {{ nme }}, and {{ row.nme }} or
+# {{ row["first nme"] }} (a missing key of a dict reads as a missing attribute).
+_UNDEFINED_NAME = re.compile(r"'(?P<name>.+)' is undefined")
+_MISSING_KEY = re.compile(r"'dict object' has no attribute '(?P<name>.+)'")
+_COLUMNS_SHOWN = 20
+
+
+@functools.lru_cache(maxsize=64)
+def undefined_hint(message: str, columns: tuple[str, ...], variables: tuple[str, ...]) -> str:
+    """What to add to Jinja's "'nme' is undefined": the columns (and, for a bare name, the
+    other variables) it is close to, and the columns there are. The same for every row of a
+    CSV, so that a typo on every row is told once."""
+    if match := _UNDEFINED_NAME.fullmatch(message):
+        candidates = (*columns, *variables)
+    elif match := _MISSING_KEY.fullmatch(message):
+        candidates = columns
+    else:
+        return ""
+    name = match["name"]
+    # A column that differs only in case first: difflib scores "EMAIL"/"email" as unlike.
+    close = [c for c in candidates if c.casefold() == name.casefold() and c != name]
+    close += [c for c in difflib.get_close_matches(name, candidates, n=3) if c not in close]
+    suggestion = f"; did you mean {' or '.join(repr(c) for c in close[:3])}?" if close else ";"
+    shown = ", ".join(columns[:_COLUMNS_SHOWN])
+    more = f", and {len(columns) - _COLUMNS_SHOWN} more" if len(columns) > _COLUMNS_SHOWN else ""
+    return f"{suggestion} columns: {shown}{more}"
 
 
 def _template_line(filename: str, traceback: TracebackType | None) -> int | None:

@@ -390,7 +390,10 @@ def test_a_markdown_template_error_is_reported_once_and_safe_lets_a_column_hold_
 
     problem = refused(campaign, smtp_server)
 
-    assert problem == "people.csv, row 1: template body.md.j2, line 3: 'missing' is undefined"
+    assert problem == (
+        "people.csv, row 1: template body.md.j2, line 3: 'missing' is undefined; "
+        "columns: email, name, code"
+    )
 
     rows = [{**people(1)[0], "intro": "*emphasis* from the CSV"}]
     source = "# {{ name }}\n\n{{ intro | safe }}\n"

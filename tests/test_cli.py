@@ -403,7 +403,7 @@ def test_undefined_variable_names_template_line_and_row(
     result = batchmail("check", campaign)
     assert result.returncode == 2
     assert "body.txt.j2, line 3" in result.stderr and "'nmae' is undefined" in result.stderr
-    assert "row 1" in result.stderr and "row 2" in result.stderr
+    assert "people.csv, rows 1-2 (2 rows): template body.txt.j2" in result.stderr
 
 
 def test_templated_attachment_leaving_the_directory_is_refused(

@@ -108,7 +108,8 @@ def test_undefined_variable_names_template_line_and_row(tmp_path: Path) -> None:
     with pytest.raises(CampaignError) as caught:
         renderer.render(recipient(42))
     assert str(caught.value) == (
-        "welcome.csv, row 42: template welcome.txt.j2, line 4: 'nmae' is undefined"
+        "welcome.csv, row 42: template welcome.txt.j2, line 4: 'nmae' is undefined; "
+        "did you mean 'name'? columns: email, name, code"
     )
 
 
@@ -124,9 +125,12 @@ def test_every_failing_field_of_a_row_is_reported(tmp_path: Path) -> None:
         Renderer.compile(campaign).render(recipient(3))
     messages = [str(p) for p in caught.value.problems]
     assert messages == [
-        "welcome.csv, row 3: template message.subject, line 1: 'nickname' is undefined",
-        "welcome.csv, row 3: template welcome.html.j2, line 2: 'missing' is undefined",
-        "welcome.csv, row 3: template message.attachments[0], line 1: 'invoice' is undefined",
+        "welcome.csv, row 3: template message.subject, line 1: 'nickname' is undefined; "
+        "did you mean 'name'? columns: email, name, code",
+        "welcome.csv, row 3: template welcome.html.j2, line 2: 'missing' is undefined; "
+        "columns: email, name, code",
+        "welcome.csv, row 3: template message.attachments[0], line 1: 'invoice' is undefined; "
+        "columns: email, name, code",
         "welcome.csv, row 3: template message.headers.X-Code, line 1: "
         "ZeroDivisionError: division by zero",
     ]
