@@ -148,7 +148,10 @@ class Composer:
         )
         parts, dot_lines = self._bytes(content, row)
         recipients = addresses["to"] + addresses["cc"] + addresses["bcc"]
-        envelope = Envelope(sender.addr_spec, _unique(a.addr_spec for a in recipients))
+        rcpt_tos = _unique(a.addr_spec for a in recipients)
+        # The To addresses come first, and _unique keeps the first spelling of each.
+        to = rcpt_tos[: len(_unique(a.addr_spec for a in addresses["to"]))]
+        envelope = Envelope(sender.addr_spec, rcpt_tos, to)
         return ComposedMessage(
             recipient.row_number,
             recipient.key,

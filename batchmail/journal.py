@@ -70,7 +70,8 @@ _SCHEMA = (
         message_id TEXT NOT NULL,
         mail_from TEXT NOT NULL,
         rcpt_tos TEXT NOT NULL,          -- JSON list of addresses
-        refused TEXT NOT NULL,           -- JSON list of [address, code, reply]
+        refused TEXT NOT NULL,           -- JSON list of [address, code, reply] (and of
+                                         -- addresses that have the message: see accepted)
         first_attempt_at TEXT NOT NULL,
         updated_at TEXT NOT NULL
     )""",
@@ -129,6 +130,9 @@ class JournalEntry:
     refused: tuple[RecipientRefusal, ...]
     first_attempt_at: str  # ISO 8601 UTC
     updated_at: str  # ISO 8601 UTC
+    # Envelope recipients that have the message although the row is not sent (a Bcc that
+    # accepted while the To refused): a resend leaves them out.
+    accepted: tuple[str, ...] = ()
 
     @property
     def effective_status(self) -> str:
@@ -651,9 +655,10 @@ def _outcome_event(message: ComposedMessage, outcome: Outcome, now: str) -> Even
 
 
 def _refused_json(outcome: Outcome) -> str:
-    if not outcome.refused:
+    if not outcome.refused and not outcome.accepted:
         return "[]"
-    return json.dumps([[r.address, r.code, r.reply] for r in outcome.refused])
+    refusals: list[object] = [[r.address, r.code, r.reply] for r in outcome.refused]
+    return json.dumps(refusals + list(outcome.accepted))
 
 
 # A message is written three times: reserved (with its batch, up to 256 before the first
@@ -666,7 +671,9 @@ def _json_list(items: tuple[str, ...]) -> str:
 def _entry(row: Mapping[str, Any]) -> JournalEntry:
     fields = dict(row)
     fields["rcpt_tos"] = tuple(json.loads(row["rcpt_tos"]))
-    fields["refused"] = tuple(RecipientRefusal(a, c, r) for a, c, r in json.loads(row["refused"]))
+    items = json.loads(row["refused"])
+    fields["refused"] = tuple(RecipientRefusal(*item) for item in items if isinstance(item, list))
+    fields["accepted"] = tuple(item for item in items if isinstance(item, str))
     return JournalEntry(**fields)
 
 

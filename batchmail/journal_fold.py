@@ -9,10 +9,14 @@ one place that says how a status and an attempt count change.
   machine may have lost its mark with the power, so it counts as marked; one from this boot
   was never marked (only a power cut or a crash of the machine loses a mark), so it goes.
 - ``sent`` is final: nothing changes a sent entry.
+- The envelope recipients that have the message (the plain addresses among ``refused``; see
+  the journal's schema) are kept through every later mark and outcome: a resend never goes
+  to them again.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -54,9 +58,10 @@ def after(previous: Row | None, key: str, about: About, event: Event) -> Row:
     row_number, message_id, mail_from, rcpt_tos = about
     if event.outcome is None:
         attempts = 1 if previous is None else previous["attempts"] + 1
-        status, code, reply, refused = IN_FLIGHT, None, "", "[]"
+        status, code, reply, refused = IN_FLIGHT, None, "", _with_accepted("[]", previous)
     else:
         status, code, reply, refused = event.outcome
+        refused = _with_accepted(refused, previous)
         if previous is None:
             attempts = 1
         elif previous["status"] == IN_FLIGHT:
@@ -77,6 +82,19 @@ def after(previous: Row | None, key: str, about: About, event: Event) -> Row:
         "first_attempt_at": event.at if previous is None else previous["first_attempt_at"],
         "updated_at": event.at,
     }
+
+
+def _with_accepted(refused: str, previous: Row | None) -> str:
+    """``refused`` (the journal's JSON) with the addresses ``previous`` says have the
+    message added; as it is when there are none (the common case: nothing parsed)."""
+    if previous is None or '"' not in previous["refused"] or previous["refused"] == refused:
+        return refused
+    accepted = [item for item in json.loads(previous["refused"]) if isinstance(item, str)]
+    if not accepted:
+        return refused
+    items = json.loads(refused)
+    items += [address for address in accepted if address not in items]
+    return json.dumps(items)
 
 
 def fold(connection: sqlite3.Connection, items: Sequence[tuple[Event, About]], guard: bool) -> None:

@@ -41,6 +41,9 @@ class Outcome:
     # False when not a byte of the message's transaction left for the server (the connection
     # went before its turn): it was never attempted, and stays pending.
     reached_server: bool = True
+    # The envelope recipients that have the message now (their RCPT and the data accepted),
+    # when the row's status does not say it went to all of them: see row_outcome.
+    accepted: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,13 @@ class Envelope:
 
     mail_from: str
     rcpt_tos: tuple[str, ...]
+    # Those of rcpt_tos the template put in `to`: the row's own people, whose replies decide
+    # its status (Cc and Bcc refusals are shown, not counted). Empty: every recipient.
+    to: tuple[str, ...] = ()
+
+    @property
+    def own(self) -> tuple[str, ...]:
+        return self.to or self.rcpt_tos
 
 
 @dataclass(frozen=True)

@@ -39,11 +39,12 @@ class RecipientStatus:
     reply: str
     attempts: int
     message_id: str
-    partly_refused: bool = False  # sent, but some envelope recipients were refused
+    partly_refused: bool = False  # some envelope recipients were refused
     sent_at: str = ""  # ISO 8601 UTC, when the server accepted it
+    refused: tuple[RecipientRefusal, ...] = ()  # every envelope recipient refused
 
     def as_json(self) -> dict[str, object]:
-        return {
+        shown: dict[str, object] = {
             "key": self.key,
             "status": self.status,
             "code": self.code,
@@ -51,6 +52,11 @@ class RecipientStatus:
             "attempts": self.attempts,
             "message_id": self.message_id or None,
         }
+        if self.refused:
+            shown["refused"] = [
+                {"address": r.address, "code": r.code, "reply": r.reply} for r in self.refused
+            ]
+        return shown
 
 
 def recipient_statuses(campaign: Campaign, journal: Journal | None) -> Iterator[RecipientStatus]:
@@ -127,8 +133,8 @@ def json_status(counts: Counter[str], recipients: Iterable[RecipientStatus]) -> 
     yield head[: -len("\n}")] + ',\n  "recipients": ['
     separator = "\n"
     for status in recipients:
-        if status.status == "sent":
-            continue
+        if status.status == "sent" and not status.refused:
+            continue  # listed, with its refusals, only when some recipient refused it
         item = json.dumps(status.as_json(), ensure_ascii=False, indent=2)
         yield separator + "    " + item.replace("\n", "\n    ")
         separator = ",\n"
@@ -212,6 +218,7 @@ def _status_of(key: str, row_number: int, entry: JournalEntry | None) -> Recipie
         entry.message_id,
         bool(entry.refused),
         entry.updated_at if entry.effective_status == "sent" else "",
+        entry.refused,
     )
 
 

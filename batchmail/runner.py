@@ -32,6 +32,7 @@ from batchmail.outcomes import ComposedMessage, Outcome, Status
 from batchmail.prebuilt import Kept, Prebuilt, dated
 from batchmail.ratelimit import TokenBucket
 from batchmail.recipients import Recipient, read_recipients
+from batchmail.row_outcome import for_row, still_to_reach
 from batchmail.shared_parts import expand
 from batchmail.suppression import is_suppressed, load_exclusions
 from batchmail.transport import Transport
@@ -148,11 +149,25 @@ class Runner:
         exclusions = load_exclusions(self.campaign.recipients.exclude)
         # Asked again now, not from the first pass: another account's runner may have sent it.
         rows = with_entries(self.journal, self._rows())
-        selected = (row for row, entry in rows if self.select(entry))
-        for built in self._built(selected):
+        # Recipients that have a resent row's message already (a Bcc that accepted while
+        # the To refused), by key: they are not sent it again.
+        accepted: dict[str, tuple[str, ...]] = {}
+
+        def selected() -> Iterator[Recipient | Kept]:
+            for row, entry in rows:
+                if self.select(entry):
+                    if entry is not None and entry.accepted:
+                        accepted[row.key] = entry.accepted
+                    yield row
+
+        for built in self._built(selected()):
             if isinstance(built, tuple):  # the row changed since the check
                 raise CampaignError(built)
             assert isinstance(built, ComposedMessage)  # with keep_bytes: the whole message
+            narrowed = still_to_reach(built, accepted.pop(built.key, ()))
+            if narrowed is None:
+                continue  # every recipient has it
+            built = narrowed
             if self.accept is not None and not self.accept(built):
                 continue  # another sender account's
             if is_suppressed(built, exclusions):
@@ -277,7 +292,7 @@ class Runner:
 
         def on_answer(message: ComposedMessage, outcome: Outcome) -> None:
             if outcome.reached_server:
-                answered.append((message, outcome))
+                answered.append((message, for_row(outcome, message.envelope)))
             self._unanswered[session] -= 1
 
         def before_data(going: Sequence[ComposedMessage]) -> None:
@@ -294,7 +309,8 @@ class Runner:
                 marked.update(id(message) for message in going)
             answered.clear()
 
-        outcomes = transport.send_batch(messages, before_data, on_answer)
+        sent = transport.send_batch(messages, before_data, on_answer)
+        outcomes = [for_row(o, m.envelope) for m, o in zip(messages, sent, strict=True)]
         if journal is not None:
             results = list(zip(messages, outcomes, strict=True))
             # A message that never reached the server was not attempted: it keeps the state
@@ -318,9 +334,10 @@ class Runner:
                     retry = _Retry(self.clock(), next(self._order), message, attempt)
                     heapq.heappush(self._retries, retry)
                     continue
-                if retryable and attempt < retries:
+                rest = still_to_reach(message, outcome.accepted)  # never twice to anyone
+                if retryable and attempt < retries and rest is not None:
                     wait = delay * 2**attempt
-                    retry = _Retry(self.clock() + wait, next(self._order), message, attempt + 1)
+                    retry = _Retry(self.clock() + wait, next(self._order), rest, attempt + 1)
                     heapq.heappush(self._retries, retry)
                     self._note(
                         f"row {message.row_number} ({message.key}): {_reply_text(outcome)}; "

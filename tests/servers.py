@@ -6,6 +6,7 @@ e.g. ``server.handler.drop_after = 3``, and counted in ``handler.faults``:
 
     RefusingHandler      550 for RCPT to addresses containing "refuse"
     DeferringHandler     451 for RCPT to addresses containing "defer" (``defer_times``)
+    GreylistingHandler   both: 451 for "defer", 550 for "refuse"
     DroppingHandler      close without a reply at MAIL, RCPT or end of data (``drop_*``)
     ClosingHandler       421 and close at MAIL after ``close_after`` messages on a connection
     StallingHandler      never answer the end of data
@@ -264,6 +265,16 @@ class DeferringHandler(RecordingHandler):
         if self.marker in address and self.take_fault(self.defer_times):
             return "451 4.3.0 Temporary failure, try again later"
         return None
+
+
+class GreylistingHandler(DeferringHandler):
+    """451 for RCPTs whose address contains "defer" (``defer_times`` times in all, None:
+    always) and 550 for those containing "refuse"; the others (an archive Bcc) accepted."""
+
+    async def on_rcpt(self, server: SMTP, session: Session, address: str) -> str | None:
+        if "refuse" in address:
+            return f"550 5.1.1 <{address}>: mailbox unavailable"
+        return await super().on_rcpt(server, session, address)
 
 
 DropPoint = Literal["mail", "rcpt", "end_of_data"]

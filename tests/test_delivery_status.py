@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from campaign_files import batchmail, people, status_json, write_campaign
 from faultserver import DyingHandler
-from servers import Mode, RefusingHandler, SmtpTestServer, StartServer
+from servers import MODES, GreylistingHandler, Mode, RefusingHandler, SmtpTestServer, StartServer
 
 from batchmail.journal import Journal
-from batchmail.outcomes import ComposedMessage, Envelope, Outcome, Status
+from batchmail.outcomes import ComposedMessage, Envelope, Outcome, RecipientRefusal, Status
+from batchmail.row_outcome import for_row, still_to_reach
 
 # --- nothing to send, no connection ----------------------------------------------------------
 
@@ -123,3 +124,106 @@ def test_a_mark_taken_back_leaves_the_row_as_it_was(tmp_path: Path) -> None:
 def _message(address: str, row: int) -> ComposedMessage:
     envelope = Envelope("sender@example.com", (address,))
     return ComposedMessage(row, address, envelope, f"<{row}@example.com>", (b"x\r\n",))
+
+
+# --- a row's status is about its own To addresses --------------------------------------------
+
+ARCHIVE = "archive@example.com"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_to_refused_with_an_archive_bcc_accepted_is_not_sent(
+    tmp_path: Path, start_smtp_server: StartServer, mode: Mode
+) -> None:
+    handler = GreylistingHandler()
+    handler.defer_times = 2  # the first try and the retry in the run; the resend goes
+    server = start_smtp_server(handler, mode=mode)
+    rows = [{**row, "cc": ""} for row in people(4)]
+    rows[1]["email"] = "defer-me@example.org"
+    rows[2]["email"] = "refuse-me@example.org"
+    rows[3]["cc"] = "refuse-cc@example.org"
+    campaign = write_campaign(
+        tmp_path,
+        rows,
+        server=server,
+        message={"cc": "{{ cc }}", "bcc": ARCHIVE},
+        send={"retries": 1, "retry_delay": 0.01},
+    )
+
+    first = batchmail("run", campaign)
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert "2 sent, 1 failed, 1 deferred" in first.stdout
+    status = status_json(campaign)
+    assert status["counts"]["sent"] == 2
+    by_key = {r["key"]: r for r in status["recipients"]}
+    assert set(by_key) == {"defer-me@example.org", "refuse-me@example.org", "person4@example.org"}
+    deferred, failed, cc_refused = (
+        by_key["defer-me@example.org"],
+        by_key["refuse-me@example.org"],
+        by_key["person4@example.org"],
+    )
+    assert (deferred["status"], deferred["code"], deferred["attempts"]) == ("deferred", 451, 2)
+    assert [(r["address"], r["code"]) for r in deferred["refused"]] == [
+        ("defer-me@example.org", 451)
+    ]
+    assert (failed["status"], failed["code"]) == ("failed", 550)
+    assert [(r["address"], r["code"]) for r in failed["refused"]] == [
+        ("refuse-me@example.org", 550)
+    ]
+    assert cc_refused["status"] == "sent"
+    assert [(r["address"], r["code"]) for r in cc_refused["refused"]] == [
+        ("refuse-cc@example.org", 550)
+    ]
+    human = batchmail("status", campaign)
+    assert "refuse-cc@example.org: 550" in human.stdout and "defer-me@example.org" in human.stdout
+
+    resent = batchmail("resend", campaign)
+    assert resent.returncode == 1, resent.stdout + resent.stderr  # refuse-me still refused
+    assert "1 sent, 1 failed" in resent.stdout
+    after = status_json(campaign)
+    assert (after["counts"]["sent"], after["counts"]["failed"]) == (3, 1)
+
+    # Everyone who accepted got the row's message exactly once: the archive was never sent
+    # a row's message again, nor was anyone else who had it.
+    copies = Counter(
+        (message.message_id, address) for message in server.messages for address in message.rcpt_tos
+    )
+    assert set(copies.values()) == {1}, copies
+    per_address = Counter(address for _, address in copies)
+    assert per_address[ARCHIVE] == 4
+    assert per_address["defer-me@example.org"] == 1
+    assert per_address["refuse-me@example.org"] == 0
+    assert per_address["person4@example.org"] == 1
+
+
+def test_who_has_the_message_is_kept_through_a_mark_and_a_kill(tmp_path: Path) -> None:
+    """Killed between a resend's reply and its record: the entry reads unknown, and still
+    knows the archive has the message (a resend --include-unknown leaves it out)."""
+    path = tmp_path / "journal.sqlite3"
+    person = "defer-me@example.org"
+    envelope = Envelope("sender@example.com", (person, ARCHIVE), (person,))
+    message = ComposedMessage(1, person, envelope, "<1@example.com>", (b"x\r\n",))
+    refusal = RecipientRefusal(person, 451, "try later")
+    outcome = Outcome(Status.SENT, 250, "ok", (refusal,))
+    row = for_row(outcome, envelope)
+    assert (row.status, row.code, row.accepted) == (Status.DEFERRED, 451, (ARCHIVE,))
+    with Journal.open(path) as journal:
+        journal.record(message, row)
+    retry = still_to_reach(message, row.accepted)
+    assert retry is not None and retry.envelope.rcpt_tos == (person,)
+    writer = Journal.open(path)
+    try:
+        writer.reserve([retry])
+        writer.mark_in_flight_many([retry])  # a side-log line: the process dies after it
+        reader = Journal.open_readonly(path)
+        assert reader is not None
+        with reader:
+            entry = reader.get(person)
+        assert entry is not None and entry.effective_status == "unknown"
+        assert (entry.accepted, entry.rcpt_tos, entry.attempts) == ((ARCHIVE,), (person,), 2)
+    finally:
+        writer.close()
+    with Journal.open(path) as journal:
+        journal.record(retry, Outcome(Status.SENT, 250, "ok"))
+        entry = journal.get(person)
+    assert entry is not None and entry.status == "sent"
