@@ -3,10 +3,10 @@
 A recipient's Message-ID is a hash of the campaign's id and the recipient's key
 (``compose``): the same at every attempt of one campaign, so a receiver can recognise a
 resend, and different between campaigns, even two made by ``batchmail init`` with the same
-``name``. The id is 128 random bits in ``.batchmail/<name>/campaign-id`` (0600), created by
-the first ``run``, ``resend`` or ``--dry-run`` that needs it, so the dry run's Message-IDs
-are the ones the run sends. ``check`` and ``preview`` write nothing: without the file they
-use an id of their own, shown but never sent. A test send (``--test-to``) takes a fresh id
+``name``. The id is 128 random bits in ``.batchmail/<name>/campaign-id`` (0600), written by
+the first ``run``, ``resend`` or ``--dry-run`` once its check passed, so the dry run's
+Message-IDs are the ones the run sends. ``check`` and ``preview`` write nothing: without the
+file they use an id of their own, shown but never sent. A test send (``--test-to``) takes a fresh id
 every time, so a test copy never carries the real recipient's Message-ID.
 
 A campaign whose journal was started by an older batchmail, which made Message-IDs from the
@@ -23,21 +23,30 @@ import secrets
 from pathlib import Path
 
 from batchmail.campaign import Campaign
-from batchmail.errors import RunAborted
+from batchmail.errors import RunAborted, RunLocked
 
 FILE_NAME = "campaign-id"
 _JOURNAL = "journal.sqlite3"  # report.journal_path; an older campaign is told by it
 _ID = re.compile(r"[0-9a-f]{32}")
 
 
-def for_sending(campaign: Campaign) -> Campaign:
-    """``campaign`` with the id its messages go out with, the file created if need be."""
-    return _with(campaign, _recorded(campaign) or _older(campaign) or _created(campaign))
-
-
-def for_reading(campaign: Campaign) -> Campaign:
-    """``campaign`` with its id if it has one, else a throw-away one; nothing is written."""
+def with_id(campaign: Campaign) -> Campaign:
+    """``campaign`` with the id its messages carry: its own, or a new one, written nowhere
+    (``keep`` writes it, once a run's messages built with it passed their check)."""
     return _with(campaign, _recorded(campaign) or _older(campaign) or _fresh())
+
+
+def keep(campaign: Campaign) -> None:
+    """Write the id ``with_id`` gave ``campaign`` unless the campaign has one. Raises
+    RunLocked when another run wrote a different one meanwhile (this run's messages were
+    built with an id that is not the campaign's)."""
+    seed = campaign.message_id_seed
+    kept = _recorded(campaign) or _older(campaign) or _created(campaign, seed)
+    if kept != seed:
+        raise RunLocked(
+            f"{campaign.path.name}: another batchmail run started this campaign meanwhile "
+            f"(it wrote {_path(campaign)}); run again"
+        )
 
 
 def for_test(campaign: Campaign) -> Campaign:
@@ -78,10 +87,10 @@ def _older(campaign: Campaign) -> str | None:
     return campaign.name if (campaign.state_dir / _JOURNAL).exists() else None
 
 
-def _created(campaign: Campaign) -> str:
-    """A new id, written so that two first runs at once agree on one (the first link wins)."""
+def _created(campaign: Campaign, seed: str) -> str:
+    """``seed`` written as the campaign's id, or the id another first run wrote before it
+    (the first link wins)."""
     path = _path(campaign)
-    seed = _fresh()
     temporary = path.with_name(f".{FILE_NAME}.{os.getpid()}.{seed[:8]}")
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

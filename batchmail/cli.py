@@ -235,7 +235,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _preview(args: argparse.Namespace) -> int:
-    campaign = campaign_id.for_reading(load_campaign(args.campaign))
+    campaign = campaign_id.with_id(load_campaign(args.campaign))
     factory = MessageFactory.prepare(campaign)
     for row in read_rows(campaign.recipients):
         if row.row_number == args.row:

@@ -44,9 +44,10 @@ class RunResult:
 
 def dry_run(campaign: Campaign, out_dir: Path | None, progress: Progress | None) -> RunResult:
     """Write each message as a .eml file plus manifest.csv; no server, no journal."""
-    campaign = campaign_id.for_sending(campaign)
+    campaign = campaign_id.with_id(campaign)
     prebuilt = Prebuilt()
     require_valid(campaign, prebuilt)
+    campaign_id.keep(campaign)
     directory = out_dir or campaign.state_dir / "outbox"
     outbox = Outbox(directory)
     runner = Runner(
@@ -63,10 +64,11 @@ def send(
     debug: Callable[[str], None] | None = None,
 ) -> RunResult:
     """`run` (pending recipients) or `resend` (with a resend selector)."""
-    campaign = campaign_id.for_sending(campaign)
+    campaign = campaign_id.with_id(campaign)
     # With several sender accounts each runner goes through every row: build them again.
     prebuilt = Prebuilt() if len(campaign.smtp_accounts) == 1 else None
     require_valid(campaign, prebuilt)
+    campaign_id.keep(campaign)
     with campaign_lock(campaign), Journal.open(journal_path(campaign)) as journal:
         _check_fingerprint(campaign, journal, allow_changed)
         if _anything_selected(campaign, journal, select):

@@ -50,11 +50,15 @@ def test_two_campaigns_from_init_give_one_person_different_message_ids(tmp_path:
     assert first["ada@example.org"] != second["ada@example.org"]
 
 
-def test_check_and_preview_write_no_campaign_id(tmp_path: Path) -> None:
+def test_check_preview_and_a_refused_run_write_no_campaign_id(tmp_path: Path) -> None:
     assert batchmail("init", tmp_path).returncode == 0
     campaign = tmp_path / "campaign.yaml"
     assert batchmail("check", campaign).returncode == 0
     assert batchmail("preview", campaign).returncode == 0
+    with (tmp_path / "recipients.csv").open("a", encoding="utf-8") as handle:
+        handle.write("Ada@Example.org,Ada again\n")
+    assert batchmail("run", campaign).returncode == 2
+    assert batchmail("run", campaign, "--dry-run").returncode == 2
     assert not (tmp_path / ".batchmail").exists()
 
 
