@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import os.path
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email.message import MIMEPart
 from pathlib import Path
@@ -97,18 +98,74 @@ def _part(
     return AttachmentPart(part, wire, content_id or "", has_dot_lines(wire))
 
 
-def allowed_roots(directory: Path, source: str) -> tuple[Path, ...]:
-    """Where a templated path may lead: the campaign's directory, or the directory its
-    literal prefix names ("../invoices/{{ id }}.pdf" may pick files in ../invoices/)."""
-    roots = [directory.resolve()]
-    prefix = os.path.dirname(source.split("{", 1)[0])
-    if prefix:
-        roots.append((directory / prefix).resolve())
-    return tuple(roots)
+# Jinja's delimiters: a pattern's literal prefix ends where the first of them begins.
+_TEMPLATE_SYNTAX = ("{{", "{%", "{#")
+
+# The state directory's name (``.batchmail/<name>/`` beside a campaign file: the journal,
+# the outbox, the sink): a path chosen by the CSV never leads into one.
+STATE_DIR_NAME = ".batchmail"
 
 
-def confined_path(directory: Path, rendered: str, roots: tuple[Path, ...]) -> Path | str:
-    """The real path of a file chosen by the CSV, or why it is refused."""
+def attachment_root(directory: Path, source: str) -> Path:
+    """The directory a templated path may pick files from: the one its literal prefix names
+    (the longest leading part without template syntax, up to its last "/":
+    ``files/{{ file }}`` picks in files/, ``../invoices/{{ id }}.pdf`` in ../invoices/), or
+    the campaign's directory for a pattern without one (``{{ file }}``)."""
+    cut = min((i for i in map(source.find, _TEMPLATE_SYNTAX) if i >= 0), default=len(source))
+    prefix = os.path.dirname(source[:cut])
+    return (directory / prefix).resolve() if prefix else directory.resolve()
+
+
+@dataclass(frozen=True)
+class ProtectedFiles:
+    """The campaign's own files (the campaign file, the recipients, the templates, the
+    exclusion lists) and state directories: a path chosen by a CSV value never leads to
+    them, whatever the template looks like. Known by resolved path, and by device and
+    inode, so that a hard link to one is refused too."""
+
+    names: dict[Path, str]  # resolved path -> how the user knows the file
+    inodes: dict[tuple[int, int], str]
+    state_dirs: tuple[Path, ...] = ()  # resolved
+
+    @classmethod
+    def of(
+        cls, files: Iterable[tuple[str, Path]], state_dirs: Iterable[Path] = ()
+    ) -> ProtectedFiles:
+        """``files``: (label, path) pairs; a file that does not exist protects nothing."""
+        names: dict[Path, str] = {}
+        inodes: dict[tuple[int, int], str] = {}
+        for label, path in files:
+            try:
+                real = path.resolve()
+                status = real.stat()
+            except (OSError, RuntimeError, ValueError):
+                continue
+            names.setdefault(real, label)
+            inodes.setdefault((status.st_dev, status.st_ino), label)
+        return cls(names, inodes, tuple(d.resolve() for d in state_dirs))
+
+    def refusal(self, real: Path, root: Path) -> str | None:
+        """What ``real`` (resolved, inside ``root``) is, if it is one of these files."""
+        below = real.relative_to(root).parts if real.is_relative_to(root) else real.parts
+        if STATE_DIR_NAME in below or any(real.is_relative_to(d) for d in self.state_dirs):
+            return f"in batchmail's state directory ({STATE_DIR_NAME}/)"
+        if real in self.names:
+            return self.names[real]
+        try:
+            status = real.stat()
+        except OSError:
+            return None  # nothing there: reading it says so
+        return self.inodes.get((status.st_dev, status.st_ino))
+
+
+NOTHING_PROTECTED = ProtectedFiles({}, {})
+
+
+def confined_path(
+    directory: Path, rendered: str, root: Path, protected: ProtectedFiles = NOTHING_PROTECTED
+) -> Path | str:
+    """The real path of a file chosen by the CSV, inside ``root`` (resolved) and none of
+    the ``protected`` files, or why it is refused."""
     if not rendered.strip():
         return "renders to an empty path"
     try:
@@ -117,12 +174,17 @@ def confined_path(directory: Path, rendered: str, roots: tuple[Path, ...]) -> Pa
         return str(exc)
     if Path(rendered).is_absolute():
         return f"renders to the absolute path {rendered!r}; it must be relative"
+    if "//" in rendered:  # "files/{{ file }}" with a value "/etc/passwd"
+        return f"renders to {rendered!r}: a value is an absolute path, or empty"
     candidate = directory / rendered
     try:
         real = candidate.resolve()  # symlinks resolved: a link cannot lead outside
     except (OSError, RuntimeError, ValueError) as exc:
         return f"cannot resolve {candidate}: {exc}"
-    if not any(real.is_relative_to(root) for root in roots):
-        allowed = " or ".join(str(root) for root in roots)
-        return f"{rendered!r} leaves the campaign's directory (allowed: {allowed})"
+    if not real.is_relative_to(root):
+        inside = "the campaign's directory" if root == directory.resolve() else "the directory"
+        return f"{rendered!r} leaves {inside} {root}{os.sep}"
+    own = protected.refusal(real, root)
+    if own is not None:
+        return f"{rendered!r} is {own}: the campaign's own files are never attached"
     return real

@@ -15,9 +15,10 @@ dry run are the bytes that would be sent.
 
 from __future__ import annotations
 
+import contextlib
 import email.errors
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -25,8 +26,10 @@ from urllib.parse import unquote, urlsplit
 
 from batchmail import mime_fast
 from batchmail.attachments import (
+    STATE_DIR_NAME,
     AttachmentPart,
-    allowed_roots,
+    ProtectedFiles,
+    attachment_root,
     confined_path,
     read_inline_image,
     read_part,
@@ -48,7 +51,7 @@ from batchmail.headers import Header, check_header_block
 from batchmail.mime_reference import Content, reference_bytes
 from batchmail.outcomes import ComposedMessage, Envelope
 from batchmail.recipients import Recipient
-from batchmail.render import RenderedFields, Renderer
+from batchmail.render import RenderedFields, Renderer, template_variables
 from batchmail.wire import has_dot_lines, wire_problem
 
 
@@ -61,13 +64,15 @@ class Composer:
         self,
         campaign: Campaign,
         static_parts: dict[int, AttachmentPart],
-        attachment_roots: dict[int, tuple[Path, ...]],
+        attachment_roots: dict[int, tuple[Path, tuple[str, ...]]],  # and variables used
         fast: bool,
+        protected: ProtectedFiles,
     ) -> None:
         self._campaign = campaign
         self._csv_name = campaign.recipients.file.name
         self._static_parts = static_parts
         self._attachment_roots = attachment_roots
+        self._protected = protected
         self._fast = fast
         self._image_root = campaign.directory.resolve()
         # Bounded: images that differ per row are read each time, memory stays flat.
@@ -90,11 +95,11 @@ class Composer:
         path (the email package's EmailMessage)."""
         problems = header_name_problems(campaign)
         static: dict[int, AttachmentPart] = {}
-        roots: dict[int, tuple[Path, ...]] = {}
+        roots: dict[int, tuple[Path, tuple[str, ...]]] = {}
         directory = campaign.directory
         for index, source in enumerate(campaign.message.attachments):
             if not renderer.is_static_attachment(index):
-                roots[index] = allowed_roots(directory, source)
+                roots[index] = (attachment_root(directory, source), template_variables(source))
                 continue
             # The author wrote this path: it may point anywhere, e.g. ../shared/guide.pdf.
             part = read_part(directory / source, Path(source).name)
@@ -105,7 +110,8 @@ class Composer:
                 static[index] = part
         if problems:
             raise CampaignError(problems)
-        return cls(campaign, static, roots, fast and mime_fast.writes_like_reference())
+        fast = fast and mime_fast.writes_like_reference()
+        return cls(campaign, static, roots, fast, own_files(campaign))
 
     def compose(
         self, recipient: Recipient, rendered: RenderedFields, *, date: datetime | None = None
@@ -118,7 +124,7 @@ class Composer:
         extra = extra_headers(rendered, row, problems)
         unsubscribe = unsubscribe_headers(self._campaign, rendered, row, problems)
         attachments = [
-            self._attachment(index, path, row, problems)
+            self._attachment(index, path, row, recipient.fields, problems)
             for index, path in enumerate(rendered.attachments)
         ]
         html, images = self._inline_images(rendered.html, row, problems)
@@ -215,25 +221,29 @@ class Composer:
         """The image file an <img src> names: inside the campaign's directory, read and
         encoded once while it stays in the cache (a logo on every row: once per run)."""
         path = unquote(urlsplit(src.strip()).path)
-        real = confined_path(self._campaign.directory, path, (self._image_root,))
+        real = confined_path(self._campaign.directory, path, self._image_root, self._protected)
         if isinstance(real, str):
             return real
         return self._read_image(real)
 
     def _attachment(
-        self, index: int, rendered: str, row: str, problems: list[Problem]
+        self,
+        index: int,
+        rendered: str,
+        row: str,
+        fields: Mapping[str, str],
+        problems: list[Problem],
     ) -> AttachmentPart | None:
         if index in self._static_parts:
             return self._static_parts[index]
         source = self._campaign.message.attachments[index]
         where = f"{row}, message.attachments[{index}]"
-        label = f"attachment {index + 1} ({source})"
-        roots = self._attachment_roots[index]
-        path = confined_path(self._campaign.directory, rendered, roots)
-        if isinstance(path, str):
-            problems.append(Problem(where, f"{label}: {path}"))
-            return None
-        part = read_part(path, Path(rendered).name)
+        root, variables = self._attachment_roots[index]
+        columns = [name for name in variables if name in fields]
+        named = f", column{'s' * (len(columns) > 1)} {', '.join(columns)}" if columns else ""
+        label = f"attachment {index + 1} ({source}{named})"
+        path = confined_path(self._campaign.directory, rendered, root, self._protected)
+        part = path if isinstance(path, str) else read_part(path, Path(rendered).name)
         if isinstance(part, str):
             problems.append(Problem(where, f"{label}: {part}"))
             return None
@@ -241,6 +251,28 @@ class Composer:
 
 
 _IMAGE_CACHE = 32
+
+
+def own_files(campaign: Campaign) -> ProtectedFiles:
+    """The files a CSV value may never attach: the campaign's inputs, and the files at the
+    top of its state directory (the journal and its logs: a hard link to one is refused
+    too; a path into the directory itself is refused by its name)."""
+    message = campaign.message
+    templates = {"text": message.text, "html": message.html, "markdown": message.markdown}
+    files = [
+        (f"the campaign file {campaign.path.name}", campaign.path),
+        (f"the recipients file {campaign.recipients.file.name}", campaign.recipients.file),
+        *(
+            (f"the template {path.name} (message.{key})", campaign.directory / path)
+            for key, path in templates.items()
+            if path is not None
+        ),
+        *((f"the exclusion list {path.name}", path) for path in campaign.recipients.exclude),
+    ]
+    state = f"in batchmail's state directory ({STATE_DIR_NAME}/)"
+    with contextlib.suppress(OSError):  # no state directory yet
+        files += [(state, path) for path in campaign.state_dir.iterdir() if path.is_file()]
+    return ProtectedFiles.of(files, (campaign.directory / STATE_DIR_NAME,))
 
 
 def _read_image(path: Path) -> AttachmentPart | str:

@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any
 
 import jinja2
+import jinja2.meta
 
 from batchmail.addresses import AddressError, protect
 from batchmail.bodies import BodyError, html_to_text, inline_css, markdown_escape, markdown_to_html
@@ -368,6 +369,13 @@ def _compile(env: jinja2.Environment, source: str, label: str) -> _Compiled:
     template = env.template_class.from_code(env, code, dict(env.make_globals(None)))
     constant = template.render() if _is_plain_text(env, source) else None
     return _Compiled(label, filename, template, constant)
+
+
+def template_variables(source: str) -> tuple[str, ...]:
+    """The variables an inline template (already compiled without error) reads, sorted:
+    to name the CSV columns behind a refused value."""
+    env = _environment(autoescape=False, body=False)
+    return tuple(sorted(jinja2.meta.find_undeclared_variables(env.parse(source))))
 
 
 def _is_plain_text(env: jinja2.Environment, source: str) -> bool:

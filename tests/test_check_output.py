@@ -21,7 +21,7 @@ def invoices(count: int) -> list[dict[str, str]]:
 
 def problem_lines(stderr: str) -> list[str]:
     heading, *lines = stderr.splitlines()
-    assert heading.startswith("batchmail: ") and heading.endswith("problems:"), stderr
+    assert heading.startswith("batchmail: ") and heading.endswith(":"), stderr
     return [line.strip() for line in lines]
 
 
@@ -44,6 +44,34 @@ def test_one_typo_on_600_rows_is_one_line_with_a_suggestion(tmp_path: Path) -> N
         "people.csv, rows 1-600 (600 rows): template message.subject, line 1: 'nme' is "
         "undefined; did you mean 'name'? columns: email, name, invoice_id, amount"
     ]
+
+
+def test_a_dry_run_tells_the_same_rows_in_one_line(tmp_path: Path) -> None:
+    rows = invoices(40)
+    for row in rows[10:20]:
+        row["invoice_id"] = "../people.csv"
+    campaign = write_campaign(
+        tmp_path,
+        rows,
+        smtp="embedded",
+        message={"attachments": ["files/{{ invoice_id }}"]},
+        text="Hi {{ name }}\n",
+        html=None,
+    )
+    (tmp_path / "files").mkdir()
+    for row in rows[:10] + rows[20:]:
+        (tmp_path / "files" / row["invoice_id"]).write_bytes(b"%PDF-1.4")
+
+    result = batchmail("run", campaign, "--dry-run")
+
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0] == "batchmail: 10 problems, nothing was sent:"
+    assert problem_lines(result.stderr) == [
+        "people.csv, rows 11-20 (10 rows), message.attachments[0]: attachment 1 "
+        "(files/{{ invoice_id }}, column invoice_id): 'files/../people.csv' leaves the "
+        f"directory {tmp_path / 'files'}/"
+    ]
+    assert not list(tmp_path.rglob("*.eml"))
 
 
 def test_a_file_in_another_encoding_is_one_line_naming_its_first_bad_byte(

@@ -303,7 +303,8 @@ def test_a_missing_static_attachment_is_refused_before_any_row(directory: Path) 
 def test_a_missing_templated_attachment_names_row_index_and_path(directory: Path) -> None:
     campaign = make_campaign(directory, attachments=("invoices/{{ code }}.pdf",))
     assert problems(campaign, row(9, code="A7")) == [
-        "welcome.csv, row 9, message.attachments[0]: attachment 1 (invoices/{{ code }}.pdf): "
+        "welcome.csv, row 9, message.attachments[0]: "
+        "attachment 1 (invoices/{{ code }}.pdf, column code): "
         f"file not found: {directory / 'invoices/A7.pdf'}"
     ]
 
@@ -350,7 +351,7 @@ def test_a_literal_prefix_names_the_directory_a_template_may_pick_from(
     message = parse(compose(campaign, row(id="A1")))
     assert list(message.iter_parts())[-1].get_content() == b"A1"
     (problem,) = problems(campaign, row(id="../secret"))
-    assert "leaves the campaign's directory" in problem
+    assert f"leaves the directory {invoices}/" in problem
 
 
 # --- refusals -------------------------------------------------------------------------------
