@@ -42,7 +42,23 @@ def read_part(path: Path, filename: str) -> AttachmentPart | str:
     if encoding:  # e.g. .tar.gz: what is sent is the compressed file
         content_type = _COMPRESSED_TYPES.get(encoding)
     maintype, subtype = (content_type or "application/octet-stream").split("/", 1)
-    return _part(path, content, maintype, subtype, filename, "attachment", None)
+    params = None
+    if maintype == "text":
+        # Readers need a text part's charset to show it. UTF-8 (ASCII included) is said;
+        # other text, whose charset cannot be told from its bytes, goes as a file of bytes.
+        if _is_utf8(content):
+            params = {"charset": "utf-8"}
+        else:
+            maintype, subtype = "application", "octet-stream"
+    return _part(path, content, maintype, subtype, filename, "attachment", None, params)
+
+
+def _is_utf8(content: bytes) -> bool:
+    try:
+        content.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def read_inline_image(path: Path, filename: str) -> AttachmentPart | str:
@@ -82,12 +98,19 @@ def _part(
     filename: str,
     disposition: str,
     content_id: str | None,
+    params: dict[str, str] | None = None,
 ) -> AttachmentPart | str:
     part = MIMEPart(policy=POLICY)
     # Bytes content: always base64, so the part can never contain a MIME boundary.
     cid = f"<{content_id}>" if content_id else None
     part.set_content(
-        content, maintype, subtype, disposition=disposition, filename=filename, cid=cid
+        content,
+        maintype,
+        subtype,
+        disposition=disposition,
+        filename=filename,
+        cid=cid,
+        params=params,
     )
     # A multipart's generator writes each part with a clone of itself: as_bytes with the
     # same policy gives the same bytes.

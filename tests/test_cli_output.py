@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from campaign_files import batchmail, people, write_campaign
+from campaign_files import batchmail, parse, people, write_campaign
 from servers import Certificates, SmtpTestServer, StartServer
 
 
@@ -161,3 +161,28 @@ def test_a_certificate_for_another_name_says_both_names(
     )
     assert "set smtp.ca_file" not in result.stderr
     assert server.messages == [] and "MAIL" not in server.commands
+
+
+def test_a_text_attachment_says_its_charset_or_goes_as_bytes(
+    tmp_path: Path, smtp_server: SmtpTestServer
+) -> None:
+    rows = [{**row, "notes": f"notes{i}.txt"} for i, row in enumerate(people(2), 1)]
+    campaign = write_campaign(
+        tmp_path, rows, server=smtp_server, message={"attachments": ["files/{{ notes }}"]}
+    )
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "notes1.txt").write_text("Grüße, 王伟\n", encoding="utf-8")
+    (tmp_path / "files" / "notes2.txt").write_bytes("Grüße\n".encode("cp1252"))
+
+    result = batchmail("run", campaign)
+
+    assert result.returncode == 0, result.stderr
+    by_key = {m.rcpt_tos[0]: parse(m.data) for m in smtp_server.messages}
+    (utf8,) = by_key["person1@example.org"].iter_attachments()
+    assert utf8.get_content_type() == "text/plain"
+    assert utf8.get_param("charset") == "utf-8"
+    assert utf8.get_content() == "Grüße, 王伟\n"
+    (other,) = by_key["person2@example.org"].iter_attachments()
+    assert other.get_content_type() == "application/octet-stream"
+    assert other.get_filename() == "notes2.txt"
+    assert other.get_content() == "Grüße\n".encode("cp1252")
