@@ -155,3 +155,50 @@ def test_batchmail_run_against_postfix(
     assert [(r["key"], r["code"]) for r in status["recipients"]] == [("refuse@example.org", 550)]
     ours = collections.Counter(postfix_smtpd.wait_for(before + 29)[before:])
     assert len(ours) == 29 and set(ours.values()) == {1}
+
+
+def test_to_refused_by_postfix_with_an_archive_bcc_is_not_sent(
+    tmp_path: Path, postfix_smtpd: postfix.PostfixServer
+) -> None:
+    """Postfix refuses a To (550) or defers it (451) while the archive Bcc accepts: those rows
+    are failed and deferred, and a resend goes to the To alone: the archive has each row's
+    message once."""
+    rows = [{**row, "cc": ""} for row in people(4)]
+    rows[1]["email"] = "defer@example.org"
+    rows[2]["email"] = "refuse@example.org"
+    rows[3]["cc"] = "refuse@example.org"
+    smtp = {"host": postfix_smtpd.host, "port": postfix_smtpd.port, "security": "none"}
+    campaign = write_campaign(
+        tmp_path,
+        rows,
+        smtp=smtp,
+        message={"cc": "{{ cc }}", "bcc": "archive@example.com"},
+        send={"retries": 1, "retry_delay": 0.01},
+        name=f"pf-{uuid.uuid4().hex[:8]}",
+    )
+    before = len(postfix_smtpd.message_ids())
+
+    first = batchmail("run", campaign, "--quiet")
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert "2 sent, 1 failed, 1 deferred" in first.stdout
+    listed = {r["key"]: r for r in status_json(campaign)["recipients"]}
+    assert (listed["defer@example.org"]["status"], listed["defer@example.org"]["code"]) == (
+        "deferred",
+        451,
+    )
+    assert (listed["refuse@example.org"]["status"], listed["refuse@example.org"]["code"]) == (
+        "failed",
+        550,
+    )
+    assert listed["person4@example.org"]["status"] == "sent"
+    assert [r["code"] for r in listed["person4@example.org"]["refused"]] == [550]
+
+    resent = batchmail("resend", campaign, "--quiet")
+    assert resent.returncode == 1, resent.stdout + resent.stderr
+    assert "0 sent, 1 failed, 1 deferred" in resent.stdout
+    # A marker sent after the resend: once the server lists it, it has listed what came
+    # before (the resend sent no data: every envelope recipient left was refused).
+    marker = batchmail("run", campaign, "--test-to", "marker@example.org", "--limit", "1")
+    assert marker.returncode == 0, marker.stderr
+    ours = collections.Counter(postfix_smtpd.wait_for(before + 5)[before:])
+    assert len(ours) == 5 and set(ours.values()) == {1}, ours
