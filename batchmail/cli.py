@@ -69,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Send one personalized message to each row of a CSV, from a YAML campaign "
         "file and Jinja2 templates, through one SMTP session, with a durable journal.",
         epilog="Exit codes: 0 every recipient accepted; 1 some failed, deferred or unknown; "
-        "2 bad campaign or input (nothing sent); 3 run aborted; 130 interrupted.",
+        "2 bad campaign or input (nothing sent); 3 run aborted; 130 interrupted (Ctrl-C); "
+        "141 the reader of the output went away; 143 stopped by SIGTERM.",
     )
     parser.add_argument("--version", action="version", version=f"batchmail {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,14 @@ def test_a_text_attachment_says_its_charset_or_goes_as_bytes(
     assert other.get_content_type() == "application/octet-stream"
     assert other.get_filename() == "notes2.txt"
     assert other.get_content() == "Grüße\n".encode("cp1252")
+
+
+def test_help_and_readme_list_the_same_exit_codes() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    table = readme.split("### Exit codes", 1)[1].split("\n## ", 1)[0]
+    documented = re.findall(r"^\| (\d+) \|", table, flags=re.MULTILINE)
+    help_text = " ".join(batchmail("--help").stdout.split())
+
+    assert {"0", "1", "2", "3", "130", "141", "143"} <= set(documented)
+    for code in documented:
+        assert re.search(rf"[:;] {code} [a-z]", help_text), code
