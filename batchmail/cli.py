@@ -141,6 +141,7 @@ def _parser() -> argparse.ArgumentParser:
         help="carry on although the campaign file, a template or a shared attachment changed "
         "since the first message was sent",
     )
+    _allow_damaged_journal(run)
 
     resend = command(
         "resend", _resend, "Send again to recipients whose last outcome is failed or deferred."
@@ -166,6 +167,7 @@ def _parser() -> argparse.ArgumentParser:
         help="carry on although the campaign file, a template or a shared attachment changed "
         "since the first message was sent",
     )
+    _allow_damaged_journal(resend)
 
     status = command(
         "status",
@@ -194,6 +196,7 @@ def _parser() -> argparse.ArgumentParser:
         help="write the recipients CSV with batchmail_status, batchmail_reply and "
         "batchmail_sent_at columns added, row order kept",
     )
+    _allow_damaged_journal(status)
 
     sink = command(
         "sink",
@@ -220,6 +223,16 @@ def _parser() -> argparse.ArgumentParser:
         "directory", type=Path, metavar="DIR", help="where to write it (created if missing)"
     )
     return parser
+
+
+def _allow_damaged_journal(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--allow-damaged-journal",
+        action="store_true",
+        help="go on although the journal's files are missing or damaged (refused otherwise, "
+        "exit 3): what the journal cannot account for reads as unknown, and recipients it "
+        "lost are sent to again",
+    )
 
 
 # --- commands ---------------------------------------------------------------------------------
@@ -277,6 +290,7 @@ def _run(args: argparse.Namespace) -> int:
                 progress=progress,
                 allow_changed=args.allow_changed,
                 debug=progress.dialogue if args.verbose else None,
+                allow_damaged=args.allow_damaged_journal,
             )
     finally:
         progress.close()
@@ -293,6 +307,7 @@ def _resend(args: argparse.Namespace) -> int:
             progress,
             args.allow_changed,
             debug=progress.dialogue if args.verbose else None,
+            allow_damaged=args.allow_damaged_journal,
         )
     finally:
         progress.close()
@@ -328,12 +343,13 @@ def _finish(campaign: Campaign, args: argparse.Namespace, result: RunResult, dry
     if result.all_sent:
         return EXIT_OK
     if not args.quiet:
-        _say(_next_step_hint(campaign, args.campaign), file=sys.stderr)
+        _say(_next_step_hint(campaign, args), file=sys.stderr)
     return EXIT_SOME_FAILED
 
 
-def _next_step_hint(campaign: Campaign, path: Path) -> str:
-    with _open_journal(campaign) as journal:
+def _next_step_hint(campaign: Campaign, args: argparse.Namespace) -> str:
+    path = args.campaign
+    with _open_journal(campaign, args.allow_damaged_journal) as journal:
         counts = count_statuses(recipient_statuses(campaign, journal))
     hints = []
     if counts["failed"] or counts["deferred"]:
@@ -354,16 +370,16 @@ def _next_step_hint(campaign: Campaign, path: Path) -> str:
 def _status(args: argparse.Namespace) -> int:
     campaign = load_campaign(args.campaign)
     if args.csv:
-        with _open_journal(campaign) as journal:
+        with _open_journal(campaign, args.allow_damaged_journal) as journal:
             rows = write_csv_report(campaign, journal, args.csv)
         _say(f"wrote {_count(rows, 'row')} to {args.csv}", file=sys.stderr)
     if args.export_failed:
-        with _open_journal(campaign) as journal:
+        with _open_journal(campaign, args.allow_damaged_journal) as journal:
             count = write_addresses(args.export_failed, refused_addresses(journal))
         refused = _count(count, "permanently refused address", "permanently refused addresses")
         _say(f"wrote {refused} to {args.export_failed}", file=sys.stderr)
     with (
-        _open_journal(campaign) as journal,
+        _open_journal(campaign, args.allow_damaged_journal) as journal,
         status_listing(campaign, journal, with_pending=args.json or args.all) as listing,
     ):
         counts, listed = listing
@@ -383,9 +399,11 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK if sum(counts[s] for s in DONE) == sum(counts.values()) else EXIT_SOME_FAILED
 
 
-def _open_journal(campaign: Campaign) -> contextlib.AbstractContextManager[Journal | None]:
+def _open_journal(
+    campaign: Campaign, allow_damaged: bool = False
+) -> contextlib.AbstractContextManager[Journal | None]:
     """The campaign's journal for reading, or None when nothing was ever sent."""
-    journal = Journal.open_readonly(journal_path(campaign))
+    journal = Journal.open_readonly(journal_path(campaign), allow_damaged)
     return journal if journal is not None else contextlib.nullcontext(None)
 
 

@@ -62,14 +62,17 @@ def send(
     progress: Progress | None = None,
     allow_changed: bool = False,
     debug: Callable[[str], None] | None = None,
+    allow_damaged: bool = False,
 ) -> RunResult:
-    """`run` (pending recipients) or `resend` (with a resend selector)."""
+    """`run` (pending recipients) or `resend` (with a resend selector); ``allow_damaged``:
+    go on with a damaged journal (see journal_checks)."""
     campaign = campaign_id.with_id(campaign)
     # With several sender accounts each runner goes through every row: build them again.
     prebuilt = Prebuilt() if len(campaign.smtp_accounts) == 1 else None
     require_valid(campaign, prebuilt)
     campaign_id.keep(campaign)
-    with campaign_lock(campaign), Journal.open(journal_path(campaign)) as journal:
+    journal_file = journal_path(campaign)
+    with campaign_lock(campaign), Journal.open(journal_file, allow_damaged) as journal:
         _check_fingerprint(campaign, journal, allow_changed)
         if _anything_selected(campaign, journal, select):
             with _routes(campaign, debug) as routes:

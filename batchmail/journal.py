@@ -23,6 +23,10 @@ earlier boot may have lost its lines, so that message reads as ``in_flight`` (``
 what a power cut costs is doubt, never a message sent twice. How each status and attempt
 count changes is in ``journal_fold``.
 
+A journal whose files disagree (one lost or damaged after a kill) is refused rather than
+read as if fewer messages had gone out: see ``journal_checks``. Its files are the user's
+alone (0600): they name every recipient.
+
 Every sqlite3 error becomes ``RunAborted`` naming the journal and the reason.
 """
 
@@ -45,8 +49,16 @@ from typing import Any, Protocol, TypeVar
 from batchmail import journal_fold, journal_keys
 from batchmail.clock import timestamp
 from batchmail.errors import RunAborted
+from batchmail.journal_checks import (
+    KNOWN_STATUSES,
+    damaged,
+    log_problems,
+    marker_problems,
+    unknown_status,
+)
 from batchmail.journal_fold import COLUMNS, IN_FLIGHT, KEYS_PER_QUERY, About
-from batchmail.journal_log import Event, SideLog, log_path, read_log
+from batchmail.journal_log import Event, LogRead, SideLog, log_path, next_log_path, read_log
+from batchmail.journal_marker import SentMarker, marker_path, read_marker, write_marker
 from batchmail.outcomes import ComposedMessage, Outcome, RecipientRefusal, Status
 
 # 2 added the reserved table; 3 the side log (an older batchmail, blind to its lines, would
@@ -160,9 +172,14 @@ class Journal:
         readonly: bool,
         boot: str | None,
         entries_table: str = "entries",
+        marker: SentMarker | None = None,
+        allow_damaged: bool = False,
     ) -> None:
         self.path = path
         self.readonly = readonly
+        # The record that this campaign has sent mail (see journal_marker), once there is one.
+        self._marker = marker
+        self._allow_damaged = allow_damaged  # an unknown status reads as unknown
         self._connection: sqlite3.Connection | None = connection
         # Parallel sessions share one journal: one statement or transaction at a time.
         self._lock = threading.RLock()
@@ -178,38 +195,49 @@ class Journal:
         self._pending: list[tuple[Event, About]] = []
 
     @classmethod
-    def open(cls, path: Path) -> Journal:
-        """Open the journal for writing, creating its directory, file and schema if needed."""
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise RunAborted(f"cannot create the journal {path}: {reason}") from exc
+    def open(cls, path: Path, allow_damaged: bool = False) -> Journal:
+        """Open the journal for writing, creating its directory, file and schema if needed.
+        A damaged journal is refused (RunAborted) unless ``allow_damaged``: then what it
+        cannot account for reads as unknown (see journal_checks)."""
+        marker = read_marker(marker_path(path))
+        if marker is not None and not path.exists() and not allow_damaged:
+            raise damaged(path, marker_problems(path, marker, 0, True, exists=False))
+        existed = _create_private(path)
         connection = _connect(path, str(path), uri=False)
         with _closed_on_error(connection, path):
             # Identify first: another program's database must not be switched to WAL.
             blank = _identify(connection, path)
+            problems = marker_problems(path, marker, 0, True, existed) if blank else []
+            if problems and not allow_damaged:
+                raise damaged(path, problems)
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = FULL")
             if blank:
                 _create_schema(connection, path)
             boot = boot_id()
-            generation = _settle(connection, path, boot)
+            generation, overridden = _settle(connection, path, boot, marker, allow_damaged)
             # Between writes: every write but a fold of the side log asks for FULL.
             connection.execute("PRAGMA synchronous = NORMAL")
-            journal = cls(path, connection, readonly=False, boot=boot)
+            journal = cls(path, connection, False, boot, "entries", marker, allow_damaged)
             if boot is not None:  # without a boot id nothing is reserved, nothing logged
-                journal._log = SideLog(log_path(path), generation + 1)
+                journal._log = SideLog(log_path(path), generation + 1, boot)
+            if marker is not None and (problems or overridden):
+                # Accepted as it is now: the next run compares with this.
+                journal._marker = SentMarker(marker.since, generation)
+                write_marker(marker_path(path), journal._marker)
         return journal
 
     @classmethod
-    def open_readonly(cls, path: Path) -> Journal | None:
+    def open_readonly(cls, path: Path, allow_damaged: bool = False) -> Journal | None:
         """Open the journal for reading only, or return None when nothing was journalled yet.
 
         None means there is no journal file, or only a blank one left by a run killed
         before its first write: either way no message was sent. The file is never created.
+        A damaged journal is refused as by ``open``.
         """
-        if not path.exists():
+        marker = read_marker(marker_path(path))
+        if not path.exists() or _creation_interrupted(path):
+            _nothing_sent(path, marker, allow_damaged, exists=path.exists())
             return None
         try:
             connection, blank = _open_for_reading(path, "?mode=ro")
@@ -222,25 +250,26 @@ class Journal:
             connection, blank = _open_for_reading(path, "?mode=ro&immutable=1")
         if blank:
             connection.close()
+            _nothing_sent(path, marker, allow_damaged, exists=True)
             return None
         boot = boot_id()
         with _closed_on_error(connection, path):
-            table = _reading_view(connection, path, boot)
+            table = _reading_view(connection, path, boot, marker, allow_damaged)
             table = journal_keys.reading_table(connection, path, table)
-        return cls(path, connection, readonly=True, boot=boot, entries_table=table)
+        return cls(path, connection, True, boot, table, marker, allow_damaged)
 
     def get(self, key: str) -> JournalEntry | None:
         with self._reading() as connection:
             row = connection.execute(
                 f"SELECT {_COLUMNS} FROM {self._entries} WHERE key = ?", (key,)
             ).fetchone()
-        return None if row is None else _entry(row)
+        return None if row is None else self._entry(row)
 
     def get_many(self, keys: Sequence[str]) -> dict[str, JournalEntry]:
         """The entries of those keys the journal has; one query per few hundred keys."""
         with self._reading() as connection:
             found = journal_fold.rows(connection, keys, self._entries)
-        return {key: _entry(row) for key, row in found.items()}
+        return {key: self._entry(row) for key, row in found.items()}
 
     def reserve(self, messages: Sequence[ComposedMessage]) -> None:
         """Record, durably and in one transaction, that these messages are about to be
@@ -250,6 +279,7 @@ class Journal:
         restart by, nothing is reserved and every mark syncs."""
         if self._boot_id is None or not messages:
             return
+        self._note_sending()
         with self._writing() as connection:
             for key, entry in journal_fold.rows(connection, (m.key for m in messages)).items():
                 if entry["status"] == Status.SENT:
@@ -276,6 +306,8 @@ class Journal:
         came back since the last write: one write for both). When every message was
         reserved, this is a line in the side log; else a synced transaction."""
         messages = list(messages)
+        if messages:
+            self._note_sending()
         now = _now()
         events = [(_outcome_event(m, o, now), _about(m)) for m, o in answered]
         events += [(Event(m.key, now), _about(m)) for m in messages]
@@ -320,7 +352,7 @@ class Journal:
             for row in connection.execute(
                 f"SELECT {_COLUMNS} FROM {self._entries} ORDER BY row_number, key"
             ):
-                yield _entry(row)
+                yield self._entry(row)
 
     def counts(self) -> dict[str, int]:
         """Number of entries per effective status; every status is present, zeros included."""
@@ -329,7 +361,9 @@ class Journal:
             rows = connection.execute(
                 f"SELECT status, count(*) FROM {self._entries} GROUP BY status"
             )
-            for status, number in rows:
+            for status, number in rows.fetchall():
+                if status not in KNOWN_STATUSES:
+                    status = self._known_status(connection, status)
                 totals[Status.UNKNOWN.value if status == IN_FLIGHT else status] += number
         return totals
 
@@ -379,6 +413,11 @@ class Journal:
                     _set_meta(writing, "synced_at", _now())
                 self._reserved.clear()
             if self._log is not None:
+                if self._marker is not None and not self._pending:
+                    # What the journal holds now, on the disk: a journal older than this
+                    # (its write-ahead log lost) is told by it once the side log is gone.
+                    self._marker = SentMarker(self._marker.since, self._log.generation - 1)
+                    write_marker(marker_path(self.path), self._marker)
                 self._log.close(remove=not self._pending)
                 self._log = None
             connection, self._connection = self._connection, None
@@ -397,6 +436,35 @@ class Journal:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+    def _note_sending(self) -> None:
+        """Before the first message's data goes out: record, outside the SQLite files, that
+        this campaign has sent mail (see journal_marker)."""
+        with self._lock:  # parallel sessions: written once
+            if self._marker is None:
+                generation = 0 if self._log is None else self._log.generation - 1
+                marker = SentMarker(_now(), generation)
+                write_marker(marker_path(self.path), marker)
+                self._marker = marker
+
+    def _entry(self, row: Mapping[str, Any]) -> JournalEntry:
+        if row["status"] not in KNOWN_STATUSES:
+            row = {**row, "status": self._known_status(None, row["status"], row["key"])}
+        return _entry(row)
+
+    def _known_status(
+        self, connection: sqlite3.Connection | None, status: str, key: str | None = None
+    ) -> str:
+        """A status the journal does not know (the file was edited) reads as unknown when
+        the damage is accepted; else it is refused."""
+        if self._allow_damaged:
+            return Status.UNKNOWN.value
+        if key is None and connection is not None:
+            found = connection.execute(
+                f"SELECT key FROM {self._entries} WHERE status = ? LIMIT 1", (status,)
+            ).fetchone()
+            key = "?" if found is None else str(found[0])
+        raise unknown_status(self.path, str(key), str(status))
 
     def _note(self, events: list[tuple[Event, About]], logged: bool) -> None:
         """Write the events: as lines of the side log (``logged``, when there is one), or
@@ -432,35 +500,41 @@ class Journal:
             raise ValueError(f"the journal {self.path} was opened read-only")
         with self._lock:
             connection = self._open_connection()
-            folding = self._log is not None and bool(self._pending)
+            log = self._log
             try:
                 if durable:
                     connection.execute("PRAGMA synchronous = FULL")
                 connection.execute("BEGIN IMMEDIATE")
-                if folding:
+                if self._pending:
                     journal_fold.fold(connection, self._pending, guard=False)
-                    assert self._log is not None
-                    _set_meta(connection, "log_folded", str(self._log.generation))
                 if events:
                     journal_fold.fold(connection, events, guard=True)
                 yield connection
+                if log is not None:
+                    # Every write moves the side log on a generation, so that a journal that
+                    # lost a write (its -wal deleted) is told by the log beside it.
+                    _set_meta(connection, "log_folded", str(log.generation))
+                    log.prepare_next()
                 connection.execute("COMMIT")
                 # A synced commit syncs the whole log, every commit before it too.
                 self._unsynced = not durable
             except sqlite3.Error as exc:
                 _rollback(connection)
+                if log is not None:
+                    log.abandon_next()
                 raise _aborted("write", self.path, exc) from exc
             except BaseException:
                 _rollback(connection)
+                if log is not None:
+                    log.abandon_next()
                 raise
             finally:
                 if durable:  # back to what a fold of the side log needs
                     with contextlib.suppress(sqlite3.Error):
                         connection.execute("PRAGMA synchronous = NORMAL")
-            if folding:
-                assert self._log is not None
+            if log is not None:
                 self._pending.clear()
-                self._log.restart(self._log.generation + 1)
+                log.switch()
 
     def _open_connection(self) -> sqlite3.Connection:
         if self._connection is None:
@@ -482,6 +556,46 @@ def _connect(path: Path, database: str, uri: bool) -> sqlite3.Connection:
         raise _aborted("open", path, exc) from exc
     connection.row_factory = sqlite3.Row
     return connection
+
+
+def _create_private(path: Path) -> bool:
+    """Create the journal's directory and an empty file readable by its owner only (SQLite
+    gives the -wal and -shm files the main file's mode); tighten an older journal's files.
+    Returns whether the file was there already."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                named = path.with_name(path.name + suffix)
+                if named.stat().st_mode & 0o077:
+                    named.chmod(0o600)
+        return True
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise RunAborted(f"cannot create the journal {path}: {reason}") from exc
+    os.close(fd)
+    return False
+
+
+def _creation_interrupted(path: Path) -> bool:
+    """A rollback journal beside the file: a writer was killed while switching a new journal
+    to WAL mode, the only time SQLite writes one here. Rolled back, the file is blank, but
+    a read-only reader cannot roll it back ("attempt to write a readonly database"); the
+    next writer does."""
+    rollback = path.with_name(path.name + "-journal")
+    try:
+        return rollback.stat().st_size > 0 and path.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _nothing_sent(path: Path, marker: SentMarker | None, allow_damaged: bool, exists: bool) -> None:
+    """A reader's None for a missing or blank journal, unless the campaign has sent mail."""
+    problems = marker_problems(path, marker, 0, True, exists)
+    if problems and not allow_damaged:
+        raise damaged(path, problems)
 
 
 def _open_for_reading(path: Path, query: str) -> tuple[sqlite3.Connection, bool]:
@@ -557,41 +671,79 @@ def boot_id() -> str | None:
     return text if re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", text) else None
 
 
-def _settle(connection: sqlite3.Connection, path: Path, boot: str | None) -> int:
+def _settle(
+    connection: sqlite3.Connection,
+    path: Path,
+    boot: str | None,
+    marker: SentMarker | None,
+    allow_damaged: bool,
+) -> tuple[int, bool]:
     """Before writing: upgrade a version 1 journal, fold in the side log a writer that is
     gone left, and end its reservations (see journal_fold.recovered). Returns the newest
-    generation of the side log the journal now holds."""
+    generation of the side log the journal now holds, and whether damage was accepted."""
     connection.execute("BEGIN IMMEDIATE")
     try:
         connection.execute(_RESERVED_SCHEMA)
         if connection.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        folded, logged = _unfolded(connection, path)
-        changed = journal_fold.recovered(connection, boot, logged[1] if logged else [])
+        folded, log = _side_log(connection, path)
+        logged = log.events if log is not None and log.generation > folded else []
+        in_doubt = _in_doubt(connection, path, folded, log, boot, marker, allow_damaged)
+        changed = journal_fold.recovered(connection, None if in_doubt else boot, logged)
         connection.executemany(journal_fold.PUT, changed.values())
         connection.execute("DELETE FROM reserved")
         journal_keys.rewrite(connection, path)
-        if logged:
-            folded = logged[0]
+        if log is not None and log.generation > folded:
+            folded = log.generation
             _set_meta(connection, "log_folded", str(folded))
         connection.execute("COMMIT")
-        return folded
+        return folded, in_doubt
     finally:
         _rollback(connection)
 
 
-def _unfolded(
-    connection: sqlite3.Connection, path: Path
-) -> tuple[int, tuple[int, list[Event]] | None]:
-    """The newest side log generation the journal holds, and the side log beside it when
-    that is newer (its generation and events), else None."""
+def _side_log(connection: sqlite3.Connection, path: Path) -> tuple[int, LogRead | None]:
+    """The newest side log generation the journal holds, and the side log beside it: the
+    current one, or the next one when a kill came between its transaction's commit and its
+    rename into place (see journal_log)."""
     row = connection.execute("SELECT value FROM meta WHERE name = 'log_folded'").fetchone()
     folded = 0 if row is None else int(row[0])
-    logged = read_log(log_path(path))
-    return folded, logged if logged is not None and logged[0] > folded else None
+    log = read_log(log_path(path))
+    if log is None or log.generation <= folded:
+        waiting = read_log(next_log_path(path))
+        if waiting is not None and waiting.generation == folded + 1:
+            log = waiting
+    return folded, log
 
 
-def _reading_view(connection: sqlite3.Connection, path: Path, boot: str | None) -> str:
+def _in_doubt(
+    connection: sqlite3.Connection,
+    path: Path,
+    folded: int,
+    log: LogRead | None,
+    boot: str | None,
+    marker: SentMarker | None,
+    allow_damaged: bool,
+) -> bool:
+    """Refuse a damaged journal (see journal_checks), or, when that is allowed, say whether
+    it is damaged: then every reservation it holds reads as in flight."""
+    logged = log.events if log is not None and log.generation > folded else []
+    boots = {str(b) for (b,) in connection.execute("SELECT DISTINCT boot_id FROM reserved")}
+    strangers = journal_fold.unplaced(connection, logged) if logged else 0
+    problems = log_problems(path, folded, log, boot, boots, strangers)
+    problems += marker_problems(path, marker, folded, False, True)
+    if problems and not allow_damaged:
+        raise damaged(path, problems)
+    return bool(problems)
+
+
+def _reading_view(
+    connection: sqlite3.Connection,
+    path: Path,
+    boot: str | None,
+    marker: SentMarker | None,
+    allow_damaged: bool,
+) -> str:
     """What a reader queries for entries: the table itself, unless a writer's side log
     holds lines not folded in yet (a run going on, or killed), or reservations from an
     earlier boot are left (a power cut during a run, and no run since): then a view of the
@@ -605,8 +757,10 @@ def _reading_view(connection: sqlite3.Connection, path: Path, boot: str | None) 
     # meanwhile must not have its lines counted twice.
     connection.execute("BEGIN")
     try:
-        _, logged = _unfolded(connection, path)
-        changed = journal_fold.recovered(connection, boot, logged[1] if logged else [])
+        folded, log = _side_log(connection, path)
+        logged = log.events if log is not None and log.generation > folded else []
+        in_doubt = _in_doubt(connection, path, folded, log, boot, marker, allow_damaged)
+        changed = journal_fold.recovered(connection, None if in_doubt else boot, logged)
     finally:
         _rollback(connection)
     if not changed:

@@ -176,3 +176,18 @@ def rows(
 def sent_already(key: str, action: str) -> ValueError:
     # A guard against sending twice: the runner must never retry a delivered message.
     return ValueError(f"cannot {action} {key!r}: the journal already records it as sent")
+
+
+def unplaced(connection: sqlite3.Connection, logged: Sequence[Event]) -> int:
+    """How many keys the side log tells of that the journal has neither an entry nor a
+    reservation for: every logged message was reserved first, so the journal lost a write."""
+    keys = {event.key for event in logged}
+    if not keys:
+        return 0
+    known = set(rows(connection, keys))
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), KEYS_PER_QUERY):
+        chunk = ordered[start : start + KEYS_PER_QUERY]
+        select = f"SELECT key FROM reserved WHERE key IN ({', '.join('?' * len(chunk))})"
+        known.update(key for (key,) in connection.execute(select, chunk))
+    return len(keys - known)

@@ -34,15 +34,21 @@ def statuses(path: Path) -> dict[str, str]:
 
 
 def _unfolded_lines(path: Path, folded: int) -> list[list[object]]:
-    """The side log's lines: a JSON header ["batchmail journal log", generation], then one
-    JSON list a line: [key, time] for a mark, [key, time, status, ...] for an outcome."""
-    log = path.with_name(path.name + "-log")
-    if not log.exists():
-        return []
-    lines = log.read_bytes().split(b"\n")[:-1]
-    if not lines or json.loads(lines[0])[1] <= folded:
-        return []
-    return [json.loads(line) for line in lines[1:]]
+    """The side log's lines: a JSON header ["batchmail journal log", generation, boot], then
+    one line each: 8 hex digits of a checksum, a space, a JSON list: [key, time] for a mark,
+    [key, time, status, ...] for an outcome. A log whose transaction committed just before a
+    kill may still wait beside it as ``-log.next``."""
+    for suffix in ("-log", "-log.next"):
+        log = path.with_name(path.name + suffix)
+        if not log.exists():
+            continue
+        lines = log.read_bytes().split(b"\n")[:-1]
+        if lines and json.loads(lines[0])[1] == folded + 1:
+            return [
+                json.loads(line[9:] if len(json.loads(lines[0])) > 2 else line)
+                for line in lines[1:]
+            ]
+    return []
 
 
 def integrity(path: Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -535,7 +536,11 @@ def power_cut(path: Path, keep_log_lines: int) -> None:
     log = log_path(path)
     lines = log.read_bytes().splitlines(keepends=True)
     assert len(lines) == 4  # the header; ann marked; ann sent and bob marked (one write)
-    kept = lines[: 1 + keep_log_lines]
+    header = json.loads(lines[0])
+    kept = [
+        (json.dumps([*header[:2], EARLIER_BOOT]) + "\n").encode(),
+        *lines[1 : 1 + keep_log_lines],
+    ]
     log.write_bytes(b"".join(kept) + lines[1 + keep_log_lines][:7])
 
 
