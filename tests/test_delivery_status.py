@@ -227,3 +227,16 @@ def test_who_has_the_message_is_kept_through_a_mark_and_a_kill(tmp_path: Path) -
         journal.record(retry, Outcome(Status.SENT, 250, "ok"))
         entry = journal.get(person)
     assert entry is not None and entry.status == "sent"
+
+
+def test_an_unknown_host_fails_at_once(tmp_path: Path) -> None:
+    campaign = write_campaign(
+        tmp_path,
+        people(1),
+        smtp={"host": "no-such-host.invalid", "port": 25, "security": "none", "timeout": 5},
+        send={"retries": 5, "retry_delay": 30},
+    )
+    result = batchmail("run", campaign, timeout=60)
+    assert result.returncode == 3
+    assert "no-such-host.invalid:25: cannot resolve the host name" in result.stderr
+    assert "trying again" not in result.stderr
