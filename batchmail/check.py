@@ -73,13 +73,14 @@ def check_campaign(campaign: Campaign, keep: Prebuilt | None = None) -> CheckRep
 
     rows = 0
     csv_problems: list[tuple[int, tuple[Problem, ...]]] = []
+    located = _RowProblems()
 
     def readable() -> Iterator[Recipient]:
         nonlocal rows
         for row in read_rows(campaign.recipients):
             rows += 1
             if row.recipient is None:
-                csv_problems.append((row.row_number, row.problems))
+                csv_problems.append((row.row_number, located(row.row_number, row.problems)))
             else:
                 yield row.recipient
 
@@ -96,12 +97,12 @@ def check_campaign(campaign: Campaign, keep: Prebuilt | None = None) -> CheckRep
         squeezed=True,  # kept for the run without the attachments all rows share
     ):
         if isinstance(built, tuple):
-            built_problems.append((recipient.row_number, built))
+            built_problems.append((recipient.row_number, located(recipient.row_number, built)))
         elif built is not None and keep is not None:
             keep.keep(built)
     problems = [
-        dataclasses.replace(problem, row=row) if problem.row is None else problem
-        for row, row_problems in heapq.merge(csv_problems, built_problems, key=lambda p: p[0])
+        problem
+        for _, row_problems in heapq.merge(csv_problems, built_problems, key=lambda p: p[0])
         for problem in row_problems
     ]
     if rows == 0:
@@ -112,6 +113,24 @@ def check_campaign(campaign: Campaign, keep: Prebuilt | None = None) -> CheckRep
             )
         )
     return CheckReport(rows, tuple(problems), tuple(campaign_warnings(campaign, rows)))
+
+
+class _RowProblems:
+    """Sets each problem's row, and keeps one copy of each message text: a typo on every
+    row of a large CSV is one string held once, not once per row."""
+
+    def __init__(self) -> None:
+        self._texts: dict[str, str] = {}
+
+    def __call__(self, row: int, problems: tuple[Problem, ...]) -> tuple[Problem, ...]:
+        return tuple(
+            dataclasses.replace(
+                problem,
+                row=row if problem.row is None else problem.row,
+                message=self._texts.setdefault(problem.message, problem.message),
+            )
+            for problem in problems
+        )
 
 
 def require_valid(campaign: Campaign, keep: Prebuilt | None = None) -> int:
