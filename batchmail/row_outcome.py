@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from batchmail.addresses import AddressError, identity
 from batchmail.outcomes import ComposedMessage, Envelope, Outcome, Status
 
 
@@ -48,11 +49,20 @@ def still_to_reach(message: ComposedMessage, accepted: tuple[str, ...]) -> Compo
     it already are never sent it again), or None when it has reached every one."""
     if not accepted:
         return message
-    have = set(accepted)
+    # Compared as mailboxes: a spreadsheet cleaned between runs (Ann@ -> ann@) mails no
+    # one twice.
+    have = {_mailbox(a) for a in accepted}
     envelope = message.envelope
-    rest = tuple(a for a in envelope.rcpt_tos if a not in have)
+    rest = tuple(a for a in envelope.rcpt_tos if _mailbox(a) not in have)
     if not rest:
         return None
-    to = tuple(a for a in envelope.own if a not in have)
+    to = tuple(a for a in envelope.own if _mailbox(a) not in have)
     narrowed = Envelope(envelope.mail_from, rest, to)
     return dataclasses.replace(message, envelope=narrowed)
+
+
+def _mailbox(address: str) -> str:
+    try:
+        return identity(address)
+    except AddressError:
+        return address  # an envelope address is valid; a journalled one is compared as is

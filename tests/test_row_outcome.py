@@ -73,4 +73,6 @@ def test_a_retry_goes_only_to_those_without_the_message() -> None:
     assert rest is not None
     assert (rest.envelope.rcpt_tos, rest.envelope.to) == ((BOB,), (BOB,))
     assert still_to_reach(message, ENVELOPE.rcpt_tos) is None
+    cleaned = still_to_reach(message, ("Ann@Example.ORG", CC, ARCHIVE))  # the CSV re-cased
+    assert cleaned is not None and cleaned.envelope.rcpt_tos == (BOB,)
     assert still_to_reach(message, ()) is message
