@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -35,12 +36,16 @@ from batchmail.report import (
     status_listing,
     write_csv_report,
 )
-from batchmail.runner import select_resendable
+from batchmail.runner import Selector, select_pending, select_resendable
+from batchmail.stop import StopRequest, grace_from_environment
 from batchmail.suppression import write_addresses
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT, EXIT_ABORTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT, EXIT_ABORTED = 0, 1, 2, 3
 EXIT_BROKEN_PIPE = 141  # as a shell reports a process ended by SIGPIPE
 SENDING_COMMANDS = ("run", "resend")  # the only ones whose errors need say nothing was sent
+# Interrupted: 128 + the signal, as a shell reports a process it ended: 130 for SIGINT
+# (Ctrl-C), 143 for SIGTERM.
+EXIT_SIGNALLED = 128
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,12 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BatchmailError as exc:
         _print_error(exc, could_send=args.command in SENDING_COMMANDS)
         return exc.exit_code
-    except KeyboardInterrupt:
-        _say(
-            "\ninterrupted; the journal is consistent: run the same command again to continue",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        return _interrupted(getattr(exc, "signum", signal.SIGINT))
     except BrokenPipeError:
         # The reader went away (`batchmail status x | head`): nothing more to say to it, and
         # Python must not complain at exit while flushing what is left for it.
@@ -281,37 +282,41 @@ def _run(args: argparse.Namespace) -> int:
             + ", ".join(f"{result.summary.counts[s.value]} {s.value}" for s in Status)
         )
         return EXIT_OK if result.all_sent else EXIT_SOME_FAILED
-    try:
-        if args.dry_run:
+    if args.dry_run:
+        try:
             result = dry_run(campaign, args.out, progress)
-        else:
-            result = send(
-                campaign,
-                progress=progress,
-                allow_changed=args.allow_changed,
-                debug=progress.dialogue if args.verbose else None,
-                allow_damaged=args.allow_damaged_journal,
-            )
-    finally:
-        progress.close()
-    return _finish(campaign, args, result, dry=args.dry_run)
+        finally:
+            progress.close()
+        return _finish(campaign, args, result, dry=True)
+    return _send(campaign, args, progress, select_pending)
 
 
 def _resend(args: argparse.Namespace) -> int:
     campaign = load_campaign(args.campaign)
     progress = _BarProgress(args.quiet)
-    try:
-        result = send(
-            campaign,
-            select_resendable(args.include_unknown),
-            progress,
-            args.allow_changed,
-            debug=progress.dialogue if args.verbose else None,
-            allow_damaged=args.allow_damaged_journal,
-        )
-    finally:
-        progress.close()
-    return _finish(campaign, args, result, dry=False)
+    return _send(campaign, args, progress, select_resendable(args.include_unknown))
+
+
+def _send(
+    campaign: Campaign, args: argparse.Namespace, progress: _BarProgress, select: Selector
+) -> int:
+    """`run` and `resend`: the first Ctrl-C or SIGTERM finishes what is on the wire."""
+    stop = StopRequest(grace_from_environment(), on_request=_say_stopping)
+    with stop.handling_signals():
+        try:
+            result = send(
+                campaign,
+                select,
+                progress,
+                args.allow_changed,
+                debug=progress.dialogue if args.verbose else None,
+                allow_damaged=args.allow_damaged_journal,
+                stop=stop,
+            )
+        finally:
+            progress.close()
+        code = _finish(campaign, args, result, dry=False)
+    return _interrupted(stop.signum) if stop.requested() and stop.signum else code
 
 
 def _finish(campaign: Campaign, args: argparse.Namespace, result: RunResult, dry: bool) -> int:
@@ -345,6 +350,25 @@ def _finish(campaign: Campaign, args: argparse.Namespace, result: RunResult, dry
     if not args.quiet:
         _say(_next_step_hint(campaign, args), file=sys.stderr)
     return EXIT_SOME_FAILED
+
+
+def _say_stopping(signum: int) -> None:
+    """Called from the signal handler: os.write, as a buffered stream may be mid-write."""
+    what = "interrupted" if signum == signal.SIGINT else "terminated"
+    text = (
+        f"\nbatchmail: {what}: sending no more; waiting for the replies to the messages "
+        "already sent, then stopping (interrupt again to stop at once)\n"
+    )
+    with contextlib.suppress(OSError):
+        os.write(sys.stderr.fileno(), text.encode())
+
+
+def _interrupted(signum: int) -> int:
+    _say(
+        "\ninterrupted; the journal is consistent: run the same command again to continue",
+        file=sys.stderr,
+    )
+    return EXIT_SIGNALLED + signum
 
 
 def _next_step_hint(campaign: Campaign, args: argparse.Namespace) -> str:

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import fcntl
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from batchmail.recipients import read_recipients
 from batchmail.report import DONE, count_statuses, journal_path, recipient_statuses
 from batchmail.runner import Progress, Runner, RunSummary, Selector, select_pending
 from batchmail.smtp import SmtpSession
+from batchmail.stop import StopRequest
 
 
 @dataclass(frozen=True)
@@ -63,9 +65,11 @@ def send(
     allow_changed: bool = False,
     debug: Callable[[str], None] | None = None,
     allow_damaged: bool = False,
+    stop: StopRequest | None = None,
 ) -> RunResult:
     """`run` (pending recipients) or `resend` (with a resend selector); ``allow_damaged``:
-    go on with a damaged journal (see journal_checks)."""
+    go on with a damaged journal (see journal_checks); ``stop``: once it is requested, what
+    is on the wire is finished and nothing more is sent."""
     campaign = campaign_id.with_id(campaign)
     # With several sender accounts each runner goes through every row: build them again.
     prebuilt = Prebuilt() if len(campaign.smtp_accounts) == 1 else None
@@ -77,7 +81,7 @@ def send(
         if _anything_selected(campaign, journal, select):
             with _routes(campaign, debug) as routes:
                 summary, capped_by = _run_accounts(
-                    campaign, routes, journal, select, progress, prebuilt
+                    campaign, routes, journal, select, progress, prebuilt, stop
                 )
             where = _where(routes)
         else:
@@ -111,6 +115,7 @@ def _run_accounts(
     select: Selector,
     progress: Progress | None,
     prebuilt: Prebuilt | None = None,
+    stop: StopRequest | None = None,
 ) -> tuple[RunSummary, str]:
     """A runner per account, each sending only the messages whose From it matches, with its
     own rate and daily limit (its own messages counted); the summaries merged, and which
@@ -135,6 +140,8 @@ def _run_accounts(
             accept=accounts.owned_by(every, index) if several else None,
             sent_since=sent_since if several else None,
             prebuilt=prebuilt,
+            stop=stop,
+            sleep=stop.sleep if stop is not None else time.sleep,  # waits end on a stop
         )
         summary = runner.run()
         summaries.append(summary)

@@ -400,6 +400,12 @@ class Journal:
             _set_meta(connection, name, value)
 
     def close(self) -> None:
+        # Under the lock: a session cut off by Ctrl-C may still be writing from its thread;
+        # its write then comes wholly before this, or finds the journal closed.
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         if self._connection is not None:
             if (self._reserved or self._unsynced or self._pending) and not self.readonly:
                 # Reserved, never marked (the connection went first): never sent. Said

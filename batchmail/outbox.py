@@ -18,7 +18,7 @@ from types import TracebackType
 
 from batchmail.errors import RunAborted
 from batchmail.outcomes import ComposedMessage, Outcome, Status
-from batchmail.transport import Answered, BeforeData, send_one_by_one
+from batchmail.transport import Answered, BeforeData, CarryOn, send_one_by_one
 
 MANIFEST_NAME = "manifest.csv"
 MANIFEST_HEADER = (
@@ -97,8 +97,9 @@ class Outbox:
         messages: Sequence[ComposedMessage],
         before_data: BeforeData,
         answered: Answered | None = None,
+        carry_on: CarryOn | None = None,
     ) -> list[Outcome]:
-        return send_one_by_one(self, messages, before_data, answered)
+        return send_one_by_one(self, messages, before_data, answered, carry_on)
 
     def send(self, message: ComposedMessage, before_data: Callable[[], None]) -> Outcome:
         """Write the message's bytes to their own file and list it in the manifest."""

@@ -9,10 +9,15 @@ Durability order for every message (think SIGKILL at each line):
   3. the outcomes are journalled, committed (on disk by the next synced write).
 A kill between 1 and 3 leaves the message ``unknown`` (it may have arrived), never pending,
 so no later run sends it again unless the user asks with ``resend --include-unknown``.
+
+A stop requested by Ctrl-C or SIGTERM (``stop``) hands out no more messages and no retries;
+the transports start no new transaction and finish those started, whose outcomes are
+journalled as always; the messages that never went stay pending. See ``batchmail.stop``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import threading
@@ -34,6 +39,7 @@ from batchmail.ratelimit import TokenBucket
 from batchmail.recipients import Recipient, read_recipients
 from batchmail.row_outcome import for_row, still_to_reach
 from batchmail.shared_parts import expand
+from batchmail.stop import StopRequest
 from batchmail.suppression import is_suppressed, load_exclusions
 from batchmail.transport import Transport
 
@@ -101,6 +107,8 @@ class Runner:
     sent_since: Callable[[str], tuple[int, str | None]] | None = None
     # The messages the check before the run built: taken instead of building them again.
     prebuilt: Prebuilt | None = None
+    # Set by the first Ctrl-C or SIGTERM: finish what is on the wire, send nothing more.
+    stop: StopRequest | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()  # guards the source, the retries, summary and progress
@@ -120,6 +128,9 @@ class Runner:
         # Per session (by id): messages of the batch handed to it not answered yet. Set when
         # the batch is handed out, under the lock; then counted down by the session's thread.
         self._unanswered = {id(transport): 0 for transport in self.transports}
+        # Sessions (by id) whose thread was still sending when an interrupt cut the run off:
+        # left to the process's exit, as a QUIT from this thread could land inside their data.
+        self._cut_off: set[int] = set()
 
     def run(self) -> RunSummary:
         total = 0
@@ -133,14 +144,17 @@ class Runner:
         messages = self._messages()
         self._source: Iterator[ComposedMessage] = messages
         try:
-            if len(self.transports) == 1:
-                self._session(self.transports[0])  # in this thread, so Ctrl-C lands here
-            else:
-                self._parallel_sessions()
+            with self.stop.sending() if self.stop else contextlib.nullcontext():
+                if len(self.transports) == 1:
+                    self._session(self.transports[0])  # in this thread, so Ctrl-C lands here
+                else:
+                    self._parallel_sessions()
         finally:
-            messages.close()  # stops the build workers
+            with contextlib.suppress(ValueError):  # a session's thread is taking one now
+                messages.close()  # stops the build workers
             for transport in self.transports:
-                transport.close()
+                if id(transport) not in self._cut_off:
+                    transport.close()
         return self._summary
 
     # --- what to send -------------------------------------------------------------------
@@ -205,8 +219,10 @@ class Runner:
     ) -> list[tuple[ComposedMessage, int]] | float | None:
         """Up to ``size`` messages with their attempts so far, for the session ``session``
         (its transport's id); or seconds to wait for a retry to fall due; or None when
-        everything is done."""
+        everything is done (or a stop was requested)."""
         with self._lock:
+            if self._stopping():
+                return None
             now = self.clock()
             batch: list[tuple[ComposedMessage, int]] = []
             held = 0  # bytes of message data in the batch
@@ -251,7 +267,7 @@ class Runner:
     def _session(self, transport: Transport) -> None:
         send = self.campaign.send
         sent_in_session = 0
-        while not self._stop.is_set():
+        while not self._stopping():
             if send.max_per_session and sent_in_session >= send.max_per_session:
                 transport.close()
             if not transport.connected:
@@ -270,6 +286,8 @@ class Runner:
                 continue
             try:
                 for message, _ in batch:
+                    if self._stopping():
+                        break  # the transport sends none of the batch: see carry_on
                     self._bucket.take()
                     for domain in _domains(message, self._domain_buckets):
                         self._domain_buckets[domain].take()
@@ -309,7 +327,9 @@ class Runner:
                 marked.update(id(message) for message in going)
             answered.clear()
 
-        sent = transport.send_batch(messages, before_data, on_answer)
+        sent = transport.send_batch(
+            messages, before_data, on_answer, carry_on=lambda: not self._stopping()
+        )
         outcomes = [for_row(o, m.envelope) for m, o in zip(messages, sent, strict=True)]
         if journal is not None:
             results = list(zip(messages, outcomes, strict=True))
@@ -381,7 +401,7 @@ class Runner:
                 transport.connect()
                 return
             except RunAborted as exc:
-                if not exc.transient or attempt >= retries or self._stop.is_set():
+                if not exc.transient or attempt >= retries or self._stopping():
                     raise
                 wait = delay * 2**attempt
                 with self._lock:
@@ -406,12 +426,18 @@ class Runner:
                 while thread.is_alive():
                     thread.join(0.2)
         except KeyboardInterrupt:
-            self._stop.set()  # each session finishes the batch it is sending, then stops
-            for thread in threads:
-                thread.join()
+            # Stop at once (a second Ctrl-C, or the grace is over): sessions still sending
+            # are cut off mid-batch, what they have on the wire stays unknown.
+            self._stop.set()
+            alive = zip(self.transports, threads, strict=True)
+            self._cut_off = {id(t) for t, thread in alive if thread.is_alive()}
             raise
         if errors:
             raise errors[0]
+
+    def _stopping(self) -> bool:
+        """A session failed, or a stop was requested: hand out nothing more."""
+        return self._stop.is_set() or (self.stop is not None and self.stop.requested())
 
     def _note(self, text: str) -> None:
         if self.progress:

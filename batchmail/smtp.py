@@ -31,7 +31,7 @@ from batchmail.smtp_envelope import Transaction, dot_stuff, transaction
 from batchmail.smtp_pipeline import Pipeline
 from batchmail.smtp_replies import LOST_AFTER_DATA, LOST_BEFORE_DATA, all_refused
 from batchmail.smtp_wire import Wire
-from batchmail.transport import Answered, BeforeData, send_one_by_one
+from batchmail.transport import Answered, BeforeData, CarryOn, send_one_by_one
 
 __all__ = [
     "LOST_AFTER_DATA",
@@ -153,6 +153,7 @@ class SmtpSession:
         messages: Sequence[ComposedMessage],
         before_data: BeforeData,
         answered: Answered | None = None,
+        carry_on: CarryOn | None = None,
     ) -> list[Outcome]:
         """One outcome per message, in order; see ``transport.Transport``. Pipelined when the
         server offers it (``before_data`` then comes once per window with BDAT, once per
@@ -160,7 +161,7 @@ class SmtpSession:
         smtp = self._smtp
         mode = self.pipelining
         if smtp is None or smtp.sock is None or mode is None:
-            return send_one_by_one(self, messages, before_data, answered)
+            return send_one_by_one(self, messages, before_data, answered, carry_on)
         outcomes: list[Outcome | None] = []
         window: list[tuple[ComposedMessage, Transaction]] = []
         for message in messages:
@@ -168,7 +169,9 @@ class SmtpSession:
             outcomes.append(envelope if isinstance(envelope, Outcome) else None)
             if not isinstance(envelope, Outcome):
                 window.append((message, envelope))
-        pipelined = iter(self._pipeline(smtp, window, before_data, answered, mode == "chunking"))
+        pipelined = iter(
+            self._pipeline(smtp, window, before_data, answered, carry_on, mode == "chunking")
+        )
         return [outcome if outcome is not None else next(pipelined) for outcome in outcomes]
 
     def _pipeline(
@@ -177,6 +180,7 @@ class SmtpSession:
         window: list[tuple[ComposedMessage, Transaction]],
         before_data: BeforeData,
         answered: Answered | None,
+        carry_on: CarryOn | None,
         chunking: bool,
     ) -> list[Outcome]:
         if not window:
@@ -193,7 +197,7 @@ class SmtpSession:
         )
         self._used = True
         try:
-            result = pipeline.run(window, before_data, answered)
+            result = pipeline.run(window, before_data, answered, carry_on)
         except BaseException:
             self._drop()  # mid-window: only closing the connection makes the server forget it
             raise

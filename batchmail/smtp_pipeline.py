@@ -9,7 +9,8 @@ window: the server never waits for us to hear a whole window back). Without CHUN
 needs its 354 before the data, so each message costs one round trip: [RSET,] MAIL, RCPTs and
 DATA in one write; then, after the 354 and ``before_data`` for that message alone, its
 dot-stuffed data together with the next message's commands. Replies are matched to
-transactions strictly in order.
+transactions strictly in order. Once ``carry_on`` says no, no transaction starts (with BDAT,
+no group of them): the replies to those started are heard, the rest never go.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from batchmail.outcomes import ComposedMessage, Outcome
 from batchmail.smtp_envelope import END_OF_DATA, Transaction, payload
 from batchmail.smtp_replies import ProtocolError, Reply, Sent, TransactionReplies
 from batchmail.smtp_wire import Wire, WireLost
-from batchmail.transport import Answered, BeforeData
+from batchmail.transport import Answered, BeforeData, CarryOn
 
 
 @dataclass
@@ -71,13 +72,17 @@ class Pipeline:
         self._lost: str | None = None  # why the conversation ended before every reply came
         self._broken = False  # a reply said this connection should carry no more mail
         self._closing = False  # the server said 421: send nothing more, hear what it says
+        self._carry_on: CarryOn | None = None
+        self._stopped = False  # carry_on said no: no transaction starts any more
 
     def run(
         self,
         window: Sequence[tuple[ComposedMessage, Transaction]],
         before_data: BeforeData,
         answered: Answered | None = None,
+        carry_on: CarryOn | None = None,
     ) -> WindowResult:
+        self._carry_on = carry_on
         entries = [
             Entry(
                 message,
@@ -103,8 +108,9 @@ class Pipeline:
             self._send_with_data(entries, before_data, answered)
         # The first transaction counts as tried whatever happened: it pays for a connection
         # that broke at once, so that the runner's free retries of "never sent" messages
-        # always make progress.
-        entries[0].mark(Sent.COMMANDS)
+        # always make progress. Unless told to stop first: then there are no retries.
+        if not self._stopped:
+            entries[0].mark(Sent.COMMANDS)
         outcomes = [entry.replies.outcome(entry.sent, self._lost) for entry in entries]
         usable = self._lost is None and not any(e.replies.closes_session for e in entries)
         return WindowResult(outcomes, usable)
@@ -134,6 +140,8 @@ class Pipeline:
                     break
                 yield True
             if index % group == 0:
+                if not self._may_start():
+                    return
                 if answered is not None:
                     for finished in entries[reported:done]:
                         answered(finished.message, finished.replies.outcome(finished.sent))
@@ -149,19 +157,23 @@ class Pipeline:
     def _send_with_data(
         self, entries: list[Entry], before_data: BeforeData, answered: Answered | None
     ) -> None:
+        if not self._may_start():
+            return
         self._envelope(entries[0])
         self._command(entries[0], "DATA")
         self._exchange()
         for index, entry in enumerate(entries):
             if self._lost is not None or self._broken:
                 return  # the rest never reached the server: the runner sends them again
+            if self._stopped and entry.sent is Sent.NOTHING:
+                return  # its commands never went: told to stop before
             if answered is not None and index > 0:
                 # Every reply up to here was read, the previous message's verdict included.
                 done = entries[index - 1]
                 answered(done.message, done.replies.outcome(done.sent))
             if entry.replies.go_ahead:
                 self._data(entry, before_data)
-            if index + 1 < len(entries):
+            if index + 1 < len(entries) and self._may_start():
                 # RFC 2920: the commands may follow the end of the data in the same write.
                 following = entries[index + 1]
                 self._envelope(following)
@@ -178,6 +190,12 @@ class Pipeline:
             self._wire.command(".")
         entry.replies.expect_end()
         self._awaiting.append((entry, self._wire.queued))
+
+    def _may_start(self) -> bool:
+        """Whether another transaction may start: no, from the first time carry_on says so."""
+        if not self._stopped and self._carry_on is not None and not self._carry_on():
+            self._stopped = True
+        return not self._stopped
 
     # --- the wire -------------------------------------------------------------------------
 

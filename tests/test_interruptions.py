@@ -5,19 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
+import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from campaign_files import batchmail, people, status_json, write_campaign
-from servers import RecordingHandler, StartServer
+from servers import Mode, RecordingHandler, SmtpTestServer, StartServer
 
 from batchmail.journal import Journal
+from batchmail.stop import GRACE_VARIABLE
 
 
 class SlowHandler(RecordingHandler):
@@ -33,13 +38,14 @@ class SlowHandler(RecordingHandler):
         return None
 
 
-def start_run(campaign: Path) -> subprocess.Popen[str]:
+def start_run(campaign: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "batchmail", "run", str(campaign), "--quiet"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         text=True,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -111,40 +117,163 @@ def test_sigkill_mid_batch_then_rerun_sends_each_remaining_recipient_once(
         connection.close()
 
 
+class HoldingHandler(RecordingHandler):
+    """Answers the first ``hold_at - 1`` messages at once; from then on, while ``holding``,
+    the reply to each message waits until the test sets ``release``. ``held`` is set when
+    the first reply is held: the client has that message (at least) on the wire."""
+
+    def __init__(self, hold_at: int) -> None:
+        super().__init__()
+        self.hold_at = hold_at
+        self.holding = True
+        self.held = threading.Event()
+        self.release = threading.Event()
+        self._arrivals = itertools.count(1)
+
+    async def on_data(self, server: SMTP, session: Session, envelope: Envelope) -> str | None:
+        if self.holding and next(self._arrivals) >= self.hold_at:
+            self.held.set()
+            while not self.release.is_set():  # the server's loop polls; the test waits on events
+                await asyncio.sleep(0.005)
+        return None
+
+
+STOP_NOTICE = "sending no more"
+
+
+def patient(server: SmtpTestServer) -> dict[str, object]:
+    """Settings for ``server`` that wait for a held reply as long as a test may take."""
+    return {"host": server.host, "port": server.port, "security": "none", "data_timeout": 600}
+
+
+def read_until(stream: IO[str] | None, text: str) -> bool:
+    """Read lines until one contains ``text`` (True) or the stream ends (False)."""
+    assert stream is not None
+    return any(text in line for line in stream)
+
+
+def stop_while_held(process: subprocess.Popen[str], handler: HoldingHandler, signum: int) -> None:
+    """Once the server holds a reply, signal the run and wait until it says it is stopping."""
+    wait_for(lambda: handler.held.is_set() or process.poll() is not None)
+    process.send_signal(signum)
+    assert read_until(process.stderr, STOP_NOTICE), "the run did not say it was stopping"
+
+
+@pytest.mark.parametrize(
+    ("mode", "signum", "sessions"),
+    [
+        pytest.param("chunking", signal.SIGINT, 1, id="chunking-SIGINT"),
+        pytest.param("pipelining", signal.SIGINT, 1, id="pipelining-SIGINT"),
+        pytest.param("plain", signal.SIGINT, 1, id="plain-SIGINT"),
+        pytest.param("chunking", signal.SIGTERM, 1, id="chunking-SIGTERM"),
+        pytest.param("chunking", signal.SIGINT, 3, id="chunking-SIGINT-3-sessions"),
+        pytest.param("pipelining", signal.SIGTERM, 3, id="pipelining-SIGTERM-3-sessions"),
+    ],
+)
 def test_ctrl_c_exits_130_with_a_consistent_journal(
-    tmp_path: Path, start_smtp_server: StartServer
+    tmp_path: Path, start_smtp_server: StartServer, mode: Mode, signum: int, sessions: int
 ) -> None:
-    server = start_smtp_server(SlowHandler(delay=0.02))
-    campaign = write_campaign(tmp_path, people(60), server=server)
+    """The first Ctrl-C (or SIGTERM) lets what is on the wire finish: every message the
+    server accepted is recorded sent, none is unknown, the rest are pending."""
+    handler = HoldingHandler(hold_at=11)
+    server = start_smtp_server(handler, mode=mode)
+    send = {"window": 8, "sessions": sessions}
+    campaign = write_campaign(tmp_path, people(60), smtp=patient(server), send=send)
     process = start_run(campaign)
-    wait_for(lambda: len(server.messages) >= 10 or process.poll() is not None)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=30)
+    try:
+        stop_while_held(process, handler, signum)
+    finally:
+        handler.release.set()
+    _, stderr = process.communicate(timeout=120)
+
+    assert process.returncode == 128 + signum, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    accepted = {message.rcpt_tos[0] for message in server.messages}
+    statuses = journal_statuses(campaign)
+    assert statuses == dict.fromkeys(accepted, "sent")  # no unknown, no deferred
+    counts = status_json(campaign)["counts"]
+    assert counts["pending"] == 60 - len(accepted) > 0
+    assert counts["sent"] == len(accepted) >= 11  # the held one's reply was waited for
+
+    assert batchmail("run", campaign, "--quiet").returncode == 0
+    received = collections.Counter(m.rcpt_tos[0] for m in server.messages)
+    assert len(received) == 60 and max(received.values()) == 1
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path: Path, start_smtp_server: StartServer) -> None:
+    """With a grace no test would wait out, only the second Ctrl-C can end the run: what
+    was on the wire is unknown, nothing else is."""
+    handler = HoldingHandler(hold_at=11)
+    server = start_smtp_server(handler)
+    campaign = write_campaign(tmp_path, people(60), smtp=patient(server), send={"window": 8})
+    process = start_run(campaign, env={GRACE_VARIABLE: "86400"})
+    try:
+        stop_while_held(process, handler, signal.SIGINT)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+        accepted = {message.rcpt_tos[0] for message in server.messages}
+    finally:
+        handler.release.set()
 
     assert process.returncode == 130, stderr
-    assert "interrupted" in stderr and "Traceback" not in stderr
-    assert batchmail("run", campaign, "--quiet").returncode in (0, 1)
+    assert "Traceback" not in stderr
+    statuses = journal_statuses(campaign)
+    unknown = {key for key, status in statuses.items() if status != "sent"}
+    assert set(statuses.values()) <= {"sent", "in_flight"}
+    assert {key for key, status in statuses.items() if status == "sent"} <= accepted
+    assert "person11@example.org" in unknown  # its reply was held
+    assert len(unknown) <= 8 + 2  # at most a window unanswered (8), and a group marked (2)
+
+    assert batchmail("run", campaign, "--quiet").returncode == 1  # the unknown ones remain
+    counts = status_json(campaign)["counts"]
+    assert counts["pending"] == 0 and counts["unknown"] == len(unknown)
+    assert counts["sent"] + counts["unknown"] == 60
     received = collections.Counter(m.rcpt_tos[0] for m in server.messages)
     assert max(received.values()) == 1
-    counts = status_json(campaign)["counts"]
-    assert counts["pending"] == 0 and counts["sent"] + counts["unknown"] == 60
+
+
+def test_the_grace_ends_a_stop_that_gets_no_reply(
+    tmp_path: Path, start_smtp_server: StartServer
+) -> None:
+    """A server that never answers cannot hold a stopped run: after the grace it stops as
+    at a second Ctrl-C, the message on the wire unknown."""
+    handler = HoldingHandler(hold_at=4)
+    server = start_smtp_server(handler, mode="plain")
+    campaign = write_campaign(tmp_path, people(10), smtp=patient(server))
+    process = start_run(campaign, env={GRACE_VARIABLE: "0.5"})
+    try:
+        stop_while_held(process, handler, signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)  # the server answers nothing meanwhile
+    finally:
+        handler.release.set()
+
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    statuses = journal_statuses(campaign)
+    assert statuses == {
+        **{f"person{i}@example.org": "sent" for i in (1, 2, 3)},
+        "person4@example.org": "in_flight",
+    }
 
 
 def test_a_second_run_on_the_same_campaign_is_refused(
     tmp_path: Path, start_smtp_server: StartServer
 ) -> None:
-    server = start_smtp_server(SlowHandler(delay=0.05))
-    # One message at a time: the first run must still be sending when the others start.
-    campaign = write_campaign(tmp_path, people(100), server=server, send={"window": 1})
+    # The server holds the second reply until the others have been turned away: the first
+    # run is still sending, however slowly they start.
+    handler = HoldingHandler(hold_at=2)
+    server = start_smtp_server(handler)
+    campaign = write_campaign(tmp_path, people(100), smtp=patient(server))
     first = start_run(campaign)
     try:
-        wait_for(lambda: len(server.messages) >= 2)
+        wait_for(lambda: handler.held.is_set() or first.poll() is not None)
         second = batchmail("run", campaign)
         assert second.returncode == 2
         assert "another batchmail run is sending this campaign" in second.stderr
         assert batchmail("resend", campaign).returncode == 2
     finally:
-        first.wait(timeout=60)
+        handler.release.set()
+        first.wait(timeout=120)
     assert first.returncode == 0
     received = collections.Counter(m.rcpt_tos[0] for m in server.messages)
     assert len(received) == 100 and max(received.values()) == 1

@@ -69,9 +69,9 @@ class BatchRecorder(Outbox):
     def window(self) -> int:
         return 256
 
-    def send_batch(self, messages, before_data, answered=None):  # type: ignore[no-untyped-def]
+    def send_batch(self, messages, before_data, answered=None, carry_on=None):  # type: ignore[no-untyped-def]
         self.batches.append([len(message.data) for message in messages])
-        return super().send_batch(messages, before_data, answered)
+        return super().send_batch(messages, before_data, answered, carry_on)
 
 
 def test_a_batch_holds_at_most_batch_bytes_of_messages(
@@ -113,12 +113,12 @@ class StartingTogether(BatchRecorder):
         super().__init__(directory)
         self._everyone: threading.Barrier | None = everyone
 
-    def send_batch(self, messages, before_data, answered=None):  # type: ignore[no-untyped-def]
+    def send_batch(self, messages, before_data, answered=None, carry_on=None):  # type: ignore[no-untyped-def]
         self.batches.append([len(message.data) for message in messages])
         if self._everyone is not None:
             self._everyone.wait(timeout=30)
             self._everyone = None
-        return Outbox.send_batch(self, messages, before_data, answered)
+        return Outbox.send_batch(self, messages, before_data, answered, carry_on)
 
 
 def test_sessions_that_start_together_take_equal_batches(tmp_path: Path) -> None:
