@@ -27,6 +27,10 @@ LOOPBACK = "127.0.0.1"
 # aiosmtpd's default is 32 MiB; a campaign with large attachments must not hit it here
 # when the real server would take it.
 DATA_SIZE_LIMIT = 256 * 1024 * 1024
+# How long the server's thread may take to come up. aiosmtpd's default (5 s) ran out on a
+# machine busy with other work, and the sink then refused to start. Only a bind that fails
+# after our own probe (a port taken in between) waits it out.
+READY_TIMEOUT = 60.0
 _SERVER_NAME = "batchmail-sink"  # named, so aiosmtpd does not look up our FQDN
 _CONTROL = str.maketrans({c: None for c in range(32)})
 
@@ -111,7 +115,9 @@ def _start(maildir: Path, host: str, port: int | None) -> Controller:
         chosen = port or free_port(host)
         if port:
             _check_can_listen(host, chosen)
-        controller = Controller(handler, hostname=host, port=chosen, **_smtp_options())
+        controller = Controller(
+            handler, hostname=host, port=chosen, ready_timeout=READY_TIMEOUT, **_smtp_options()
+        )
         try:
             controller.start()
         except (OSError, TimeoutError, RuntimeError) as exc:

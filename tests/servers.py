@@ -49,7 +49,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Se
 from batchmail.campaign import Security, SmtpConfig
 from batchmail.outcomes import ComposedMessage
 from batchmail.outcomes import Envelope as MessageEnvelope
-from batchmail.sink import free_port
+from batchmail.sink import READY_TIMEOUT, free_port
 
 HOST = "127.0.0.1"
 USERNAME = "alice"
@@ -579,6 +579,7 @@ class SmtpTestServer:
         _quiet_aiosmtpd_logging()
         self.port = self.port or free_port(self.host)  # started again: the same port
         options: dict[str, Any] = {
+            "ready_timeout": READY_TIMEOUT,  # a busy machine may take longer than the default
             "server_hostname": "smtp.test",
             "enable_SMTPUTF8": self.smtputf8,
         }

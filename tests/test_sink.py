@@ -129,10 +129,11 @@ def test_serve_runs_until_interrupted(tmp_path: Path) -> None:
         assert process.stdout is not None
         ready = process.stdout.readline()
         assert ready == f"listening on 127.0.0.1:{port}, storing in {maildir}\n"
-        with smtplib.SMTP("127.0.0.1", port, timeout=5) as client:
+        # Generous bounds: each waits for an event (a reply, the exit), however busy the machine.
+        with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
             client.sendmail("news@example.com", ["bob@example.com"], DATA)
         os.kill(process.pid, signal.SIGINT)
-        out, err = process.communicate(timeout=10)
+        out, err = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
