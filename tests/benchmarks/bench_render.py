@@ -18,7 +18,7 @@ from batchmail.campaign import load_campaign
 from batchmail.check import require_valid
 from batchmail.outcomes import ComposedMessage, Outcome, Status
 from batchmail.runner import Runner
-from batchmail.transport import Answered, BeforeData
+from batchmail.transport import Answered, BeforeData, CarryOn
 
 
 class Discard:
@@ -35,6 +35,7 @@ class Discard:
         messages: Sequence[ComposedMessage],
         before_data: BeforeData,
         answered: Answered | None = None,
+        carry_on: CarryOn | None = None,
     ) -> list[Outcome]:
         before_data(messages)
         return [Outcome(Status.SENT, 250, "discarded") for _ in messages]
