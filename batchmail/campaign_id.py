@@ -24,6 +24,7 @@ from pathlib import Path
 
 from batchmail.campaign import Campaign
 from batchmail.errors import RunAborted, RunLocked
+from batchmail.private_files import make_private_dir
 
 FILE_NAME = "campaign-id"
 _JOURNAL = "journal.sqlite3"  # report.journal_path; an older campaign is told by it
@@ -93,7 +94,7 @@ def _created(campaign: Campaign, seed: str) -> str:
     path = _path(campaign)
     temporary = path.with_name(f".{FILE_NAME}.{os.getpid()}.{seed[:8]}")
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_dir(path.parent)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.write(fd, f"{seed}\n".encode("ascii"))

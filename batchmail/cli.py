@@ -22,6 +22,7 @@ from batchmail.check import MessageFactory, check_campaign, run_warnings
 from batchmail.delivery import RunResult, dry_run, send, test_send
 from batchmail.display import shown, shown_json
 from batchmail.errors import BatchmailError, CampaignError, Problem
+from batchmail.inputs import refuse_input
 from batchmail.journal import Journal
 from batchmail.outcomes import ComposedMessage, Outcome, Status
 from batchmail.problem_groups import problem_lines
@@ -29,16 +30,15 @@ from batchmail.recipients import read_rows
 from batchmail.report import (
     DONE,
     count_statuses,
+    export_refused,
     journal_path,
     json_status,
     recipient_statuses,
-    refused_addresses,
     status_listing,
     write_csv_report,
 )
 from batchmail.runner import Selector, select_pending, select_resendable
 from batchmail.stop import StopRequest, grace_from_environment
-from batchmail.suppression import write_addresses
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT, EXIT_ABORTED = 0, 1, 2, 3
 EXIT_BROKEN_PIPE = 141  # as a shell reports a process ended by SIGPIPE
@@ -393,13 +393,16 @@ def _next_step_hint(campaign: Campaign, args: argparse.Namespace) -> str:
 
 def _status(args: argparse.Namespace) -> int:
     campaign = load_campaign(args.campaign)
+    for option, path in (("--csv", args.csv), ("--export-failed", args.export_failed)):
+        if path:  # both checked before either is written
+            refuse_input(campaign, path, option)
     if args.csv:
         with _open_journal(campaign, args.allow_damaged_journal) as journal:
             rows = write_csv_report(campaign, journal, args.csv)
         _say(f"wrote {_count(rows, 'row')} to {args.csv}", file=sys.stderr)
     if args.export_failed:
         with _open_journal(campaign, args.allow_damaged_journal) as journal:
-            count = write_addresses(args.export_failed, refused_addresses(journal))
+            count = export_refused(campaign, journal, args.export_failed)
         refused = _count(count, "permanently refused address", "permanently refused addresses")
         _say(f"wrote {refused} to {args.export_failed}", file=sys.stderr)
     with (

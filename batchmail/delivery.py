@@ -22,10 +22,12 @@ from batchmail.check import MessageFactory, require_valid
 from batchmail.credentials import resolve_secret
 from batchmail.errors import CampaignChanged, CampaignError, Problem, RunAborted, RunLocked
 from batchmail.fingerprint import campaign_fingerprint, changed_parts, encode
+from batchmail.inputs import refuse_input
 from batchmail.journal import Journal, with_entries
-from batchmail.outbox import Outbox
+from batchmail.outbox import MANIFEST_NAME, Outbox
 from batchmail.outcomes import ComposedMessage, Envelope, Outcome
 from batchmail.prebuilt import Prebuilt
+from batchmail.private_files import make_private_dir
 from batchmail.recipients import read_recipients
 from batchmail.report import DONE, count_statuses, journal_path, recipient_statuses
 from batchmail.runner import Progress, Runner, RunSummary, Selector, select_pending
@@ -51,6 +53,7 @@ def dry_run(campaign: Campaign, out_dir: Path | None, progress: Progress | None)
     require_valid(campaign, prebuilt)
     campaign_id.keep(campaign)
     directory = out_dir or campaign.state_dir / "outbox"
+    refuse_input(campaign, directory / MANIFEST_NAME, "--out")
     outbox = Outbox(directory)
     runner = Runner(
         campaign, [outbox], None, select=lambda entry: True, progress=progress, prebuilt=prebuilt
@@ -309,7 +312,7 @@ def campaign_lock(campaign: Campaign) -> Iterator[None]:
     """One run or resend per campaign at a time. The OS drops the lock if the process dies."""
     path = campaign.state_dir / "run.lock"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path.parent)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         raise RunAborted(f"cannot create the lock file {path}: {exc.strerror}") from exc

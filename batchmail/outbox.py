@@ -16,8 +16,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from batchmail import spreadsheet
 from batchmail.errors import RunAborted
 from batchmail.outcomes import ComposedMessage, Outcome, Status
+from batchmail.private_files import make_private_dir
 from batchmail.transport import Answered, BeforeData, CarryOn, send_one_by_one
 
 MANIFEST_NAME = "manifest.csv"
@@ -75,15 +77,16 @@ class Outbox:
             return
         manifest_path = self.directory / MANIFEST_NAME
         with _aborting(self.directory):
-            self.directory.mkdir(parents=True, exist_ok=True)
+            make_private_dir(self.directory)
             for leftover in self.directory.glob(_TEMP_PREFIX + "*"):
                 leftover.unlink()
         with _aborting(manifest_path):
             if not self._started:
                 for listed in _listed_files(manifest_path):
                     listed.unlink(missing_ok=True)
+                _replace_with_empty(manifest_path)
             # Unbuffered: each row goes to the file as it is appended (see _append).
-            self._manifest = io.FileIO(manifest_path, "a" if self._started else "w")
+            self._manifest = io.FileIO(manifest_path, "a")
         if not self._started:
             self._append(MANIFEST_HEADER)
             self._started = True
@@ -155,7 +158,7 @@ class Outbox:
         manifest = self._manifest
         assert manifest is not None
         line = io.StringIO()
-        csv.writer(line).writerow(row)
+        csv.writer(line).writerow(spreadsheet.row(row))  # people open it in a spreadsheet
         data = memoryview(line.getvalue().encode("utf-8"))
         with _aborting(self.directory / MANIFEST_NAME):
             end = manifest.seek(0, os.SEEK_END)
@@ -166,6 +169,21 @@ class Outbox:
                 with contextlib.suppress(OSError):
                     manifest.truncate(end)
                 raise
+
+
+def _replace_with_empty(path: Path) -> None:
+    """A new, empty, owner-only file (it lists recipients' addresses) renamed over ``path``:
+    the old file is replaced, never truncated, so a file it is a hard link of keeps its
+    content. Rows are appended to it as messages are written, so a killed dry run's
+    manifest still lists every file it wrote."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=_TEMP_PREFIX)
+    os.close(descriptor)
+    try:
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def _listed_files(manifest_path: Path) -> Iterator[Path]:

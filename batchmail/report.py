@@ -12,15 +12,18 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TextIO
 
+from batchmail import spreadsheet
 from batchmail.campaign import Campaign
 from batchmail.check import MessageFactory
 from batchmail.errors import CampaignError, RunAborted
+from batchmail.inputs import refuse_input
 from batchmail.journal import Journal, JournalEntry, with_entries
 from batchmail.outcomes import RecipientRefusal
+from batchmail.private_files import write_whole
 from batchmail.recipients import Recipient, read_recipients
-from batchmail.suppression import is_suppressed, load_exclusions
+from batchmail.suppression import is_suppressed, load_exclusions, write_addresses
 
 STATUSES = ("sent", "failed", "deferred", "unknown", "pending", "suppressed")
 DONE = ("sent", "suppressed")  # statuses that need nothing more
@@ -175,22 +178,35 @@ REPORT_COLUMNS = ("batchmail_status", "batchmail_reply", "batchmail_sent_at")
 
 def write_csv_report(campaign: Campaign, journal: Journal | None, path: Path) -> int:
     """The recipients CSV, row order kept, with each row's status, the server's reply and
-    when it was sent appended. Returns the number of rows written."""
-    rows = 0
+    when it was sent appended; every cell safe to open in a spreadsheet. Returns the number
+    of rows written. A path the campaign reads from is refused (CampaignError)."""
+    refuse_input(campaign, path, "--csv")
+
+    def write(handle: TextIO) -> int:
+        writer = csv.writer(handle)
+        rows = 0
+        for recipient, entry in with_entries(journal, read_recipients(campaign.recipients)):
+            if rows == 0:
+                writer.writerow(spreadsheet.row([*recipient.fields, *REPORT_COLUMNS]))
+            status = _status_of(recipient.key, recipient.row_number, entry)
+            reply = f"{status.code} {status.reply}" if status.code else status.reply
+            cells = [*recipient.fields.values(), status.status, reply, status.sent_at]
+            writer.writerow(spreadsheet.row(cells))
+            rows += 1
+        return rows
+
     try:
-        with path.open("w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle)
-            for recipient in read_recipients(campaign.recipients):
-                if rows == 0:
-                    writer.writerow([*recipient.fields, *REPORT_COLUMNS])
-                entry = journal.get(recipient.key) if journal else None
-                status = _status_of(recipient.key, recipient.row_number, entry)
-                reply = f"{status.code} {status.reply}" if status.code else status.reply
-                writer.writerow([*recipient.fields.values(), status.status, reply, status.sent_at])
-                rows += 1
+        return write_whole(path, write)
     except OSError as exc:
-        raise RunAborted(f"cannot write the report {path}: {exc.strerror}") from exc
-    return rows
+        raise RunAborted(f"cannot write the report {path}: {exc.strerror or exc}") from exc
+
+
+def export_refused(campaign: Campaign, journal: Journal | None, path: Path) -> int:
+    """Write the addresses the server refused permanently in the format ``recipients.exclude``
+    reads (see ``suppression.write_addresses``); returns how many. A path the campaign reads
+    from is refused (CampaignError)."""
+    refuse_input(campaign, path, "--export-failed")
+    return write_addresses(path, refused_addresses(journal))
 
 
 def count_statuses(statuses: Iterator[RecipientStatus]) -> Counter[str]:

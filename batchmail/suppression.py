@@ -12,10 +12,13 @@ import csv
 import io
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TextIO
 
+from batchmail import spreadsheet
 from batchmail.addresses import key_identity
 from batchmail.errors import CampaignError, Problem, RunAborted
 from batchmail.outcomes import ComposedMessage
+from batchmail.private_files import write_whole
 
 EMAIL_COLUMN = "email"
 
@@ -63,22 +66,26 @@ def _compared(text: str) -> str:
 
 def write_addresses(path: Path, addresses: Iterable[str]) -> int:
     """Write addresses in the format ``load_exclusions`` reads: a CSV with an ``email`` column
-    when the file name ends in .csv, else one per line."""
-    count = 0
-    try:
-        with path.open("w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle) if path.suffix.lower() == ".csv" else None
+    when the file name ends in .csv (its cells safe in a spreadsheet, read back as written),
+    else one per line; the file replaced whole, owner-only (``private_files``)."""
+
+    def write(handle: TextIO) -> int:
+        count = 0
+        writer = csv.writer(handle) if path.suffix.lower() == ".csv" else None
+        if writer:
+            writer.writerow([EMAIL_COLUMN])
+        for address in addresses:
             if writer:
-                writer.writerow([EMAIL_COLUMN])
-            for address in addresses:
-                if writer:
-                    writer.writerow([address])
-                else:
-                    handle.write(address + "\n")
-                count += 1
+                writer.writerow([spreadsheet.cell(address)])
+            else:
+                handle.write(address + "\n")
+            count += 1
+        return count
+
+    try:
+        return write_whole(path, write)
     except OSError as exc:
-        raise RunAborted(f"cannot write {path}: {exc.strerror}") from exc
-    return count
+        raise RunAborted(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def _csv_addresses(path: Path, text: str, problems: list[Problem]) -> list[str]:
@@ -86,7 +93,8 @@ def _csv_addresses(path: Path, text: str, problems: list[Problem]) -> list[str]:
     if not reader.fieldnames or EMAIL_COLUMN not in reader.fieldnames:
         problems.append(Problem(path.name, f"an exclusion CSV needs an {EMAIL_COLUMN!r} column"))
         return []
-    return [row[EMAIL_COLUMN].strip() for row in reader if (row.get(EMAIL_COLUMN) or "").strip()]
+    cells = (row[EMAIL_COLUMN].strip() for row in reader if (row.get(EMAIL_COLUMN) or "").strip())
+    return [address for text in cells for address in spreadsheet.readings(text)]
 
 
 def _line_addresses(text: str) -> list[str]:
