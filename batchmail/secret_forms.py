@@ -26,6 +26,7 @@ class SecretForms:
         self._forms: set[str] = set()
         for secret in self._raw:
             self._forms.update(_base64_runs(secret.encode("utf-8", "replace")))
+        self._longest_first: list[str] | None = None
 
     def add_sent(self, line: str) -> None:
         """A line sent during AUTH: an AUTH command's initial response, or a response to a
@@ -34,11 +35,15 @@ class SecretForms:
         text = line.strip()
         if len(text) >= _SHORTEST:
             self._forms.add(text)
+            self._longest_first = None
 
     def redact(self, text: str) -> str:
-        # Longest first: a form inside a longer one must not break the longer one apart.
-        for form in sorted(self._forms | self._raw, key=len, reverse=True):
-            text = text.replace(form, REDACTED)
+        if self._longest_first is None:
+            # Longest first: a form inside a longer one must not break the longer one apart.
+            self._longest_first = sorted(self._forms | self._raw, key=len, reverse=True)
+        for form in self._longest_first:
+            if form in text:
+                text = text.replace(form, REDACTED)
         return text
 
 

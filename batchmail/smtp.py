@@ -19,12 +19,15 @@ or ssl, and their errors stop here: problems with the connection raise ``RunAbor
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import smtplib
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
 from batchmail.campaign import SmtpConfig
 from batchmail.outcomes import ComposedMessage, Outcome, RecipientRefusal, Status
+from batchmail.secret_forms import SecretForms
 from batchmail.smtp_connect import Endpoint, ServerUnreachable, open_connection, reply_text
 from batchmail.smtp_dialogue import LoggedSMTP, LoggedSMTP_SSL
 from batchmail.smtp_envelope import Transaction, dot_stuff, transaction
@@ -91,6 +94,7 @@ class SmtpSession:
     ) -> None:
         self._config = config
         self._password = password
+        self._secrets = SecretForms([password])  # and each line AUTH sends, as it goes
         self._endpoint = Endpoint(
             config,
             host if host is not None else config.host,
@@ -117,7 +121,7 @@ class SmtpSession:
         """Open a connection ready for MAIL: greeting, EHLO, TLS, AUTH (closing any old one).
         Raises ``RunAborted``, or ``ServerUnreachable`` when a later attempt may work."""
         self.close()
-        self._smtp = open_connection(self._endpoint, self._password, self._debug)
+        self._smtp = open_connection(self._endpoint, self._password, self._debug, self._secrets)
         self._used = False
 
     @property
@@ -157,7 +161,34 @@ class SmtpSession:
     ) -> list[Outcome]:
         """One outcome per message, in order; see ``transport.Transport``. Pipelined when the
         server offers it (``before_data`` then comes once per window with BDAT, once per
-        message with DATA), else one transaction after another."""
+        message with DATA), else one transaction after another. After AUTH, no reply holds
+        a form of the secret (see ``_redacted``)."""
+        if not self._password:
+            return self._send_batch(messages, before_data, answered, carry_on)
+        heard = None if answered is None else functools.partial(self._heard, answered)
+        outcomes = self._send_batch(messages, before_data, heard, carry_on)
+        return [self._redacted(outcome) for outcome in outcomes]
+
+    def _heard(self, answered: Answered, message: ComposedMessage, outcome: Outcome) -> None:
+        answered(message, self._redacted(outcome))
+
+    def _redacted(self, outcome: Outcome) -> Outcome:
+        """The outcome with every form of the secret that went in AUTH taken out of the
+        server's replies, before they are journalled or shown: a server may echo them."""
+        redact = self._secrets.redact
+        reply = redact(outcome.reply)
+        refused = tuple(dataclasses.replace(r, reply=redact(r.reply)) for r in outcome.refused)
+        if reply == outcome.reply and refused == outcome.refused:
+            return outcome
+        return dataclasses.replace(outcome, reply=reply, refused=refused)
+
+    def _send_batch(
+        self,
+        messages: Sequence[ComposedMessage],
+        before_data: BeforeData,
+        answered: Answered | None,
+        carry_on: CarryOn | None,
+    ) -> list[Outcome]:
         smtp = self._smtp
         mode = self.pipelining
         if smtp is None or smtp.sock is None or mode is None:
@@ -222,6 +253,10 @@ class SmtpSession:
         """One mail transaction. ``before_data`` is called just before the message data goes
         out (without pipelining: once the server has said 354); if it raises, the connection
         is dropped (so the server discards the transaction) and the exception propagates."""
+        outcome = self._send_one(message, before_data)
+        return self._redacted(outcome) if self._password else outcome
+
+    def _send_one(self, message: ComposedMessage, before_data: Callable[[], None]) -> Outcome:
         smtp = self._smtp
         if smtp is None or smtp.sock is None:
             raise RuntimeError("SmtpSession.send() needs connect() first")

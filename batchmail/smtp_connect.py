@@ -50,14 +50,18 @@ class Endpoint:
 
 
 def open_connection(
-    endpoint: Endpoint, password: str | None, debug: Callable[[str], None] | None
+    endpoint: Endpoint,
+    password: str | None,
+    debug: Callable[[str], None] | None,
+    secrets: SecretForms | None = None,
 ) -> smtplib.SMTP:
     """A connection ready for MAIL, or ``RunAborted``/``ServerUnreachable``. ``password`` is
-    the access token when the account has ``oauth2_token_command``."""
+    the access token when the account has ``oauth2_token_command``. Every line AUTH sends is
+    added to ``secrets`` (made from ``password`` when not given), for later replies."""
     config = endpoint.config
     _refuse_plaintext_password(endpoint)
     context = _tls_context(config) if config.security != "none" else None
-    secrets = SecretForms([password])
+    secrets = secrets if secrets is not None else SecretForms([password])
     log = DebugLog(debug, secrets) if debug else None
     try:
         smtp = _dial(endpoint, context, log)

@@ -388,13 +388,19 @@ class HeloOnlyHandler(RecordingHandler):
 class AuthEchoingHandler(RecordingHandler):
     """Refuses every AUTH PLAIN, LOGIN or XOAUTH2 with ``reply`` followed by what the client
     sent, as a careless server's error message may: each line as it came (base64) and
-    decoded. ``auth_lines`` keeps the base64 lines, as they went over the wire."""
+    decoded. ``auth_lines`` keeps the base64 lines, as they went over the wire. With
+    ``accept_auth``, AUTH succeeds instead and every RCPT is refused (550) with that echo."""
 
     reply = "535 5.7.8 Authentication failed"
+    accept_auth = False
 
     def __init__(self) -> None:
         super().__init__()
         self.auth_lines: list[str] = []
+        self._echo_text = ""
+
+    async def on_rcpt(self, server: SMTP, session: Session, address: str) -> str | None:
+        return f"550 5.1.1 <{address}>: unknown; {self._echo_text}" if self.accept_auth else None
 
     async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802
         return await self._echo(server, args, ("",))
@@ -423,8 +429,11 @@ class AuthEchoingHandler(RecordingHandler):
             value.decode("utf-8", "replace").replace("\x00", " ").replace("\x01", " ")
             for value in decoded
         ]
-        echo = f"{self.reply} for {' '.join(lines)} ({' | '.join(plain)})"
-        return AuthResult(success=False, handled=False, message=echo)
+        echo = f"{' '.join(lines)} ({' | '.join(plain)})"
+        if self.accept_auth:
+            self._echo_text = f"you said {echo}"
+            return AuthResult(success=True, auth_data=USERNAME)
+        return AuthResult(success=False, handled=False, message=f"{self.reply} for {echo}")
 
 
 class ChunkingSMTP(SMTP):

@@ -93,3 +93,32 @@ def test_the_secrets_base64_is_taken_out_at_any_offset_in_a_stream() -> None:
         assert base64.b64encode(PASSWORD.encode())[:8].decode() not in forms.redact(encoded)
         assert "***" in forms.redact(encoded)
     assert forms.redact(f"bad password {PASSWORD}") == "bad password ***"
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "XOAUTH2"])
+def test_replies_after_auth_echoing_it_are_journalled_and_shown_redacted(
+    tmp_path: Path, start_smtp_server: StartServer, mechanism: str
+) -> None:
+    handler = AuthEchoingHandler()
+    handler.accept_auth = True  # AUTH passes; every RCPT's 550 quotes it
+    server = start_smtp_server(handler, auth_mechanisms=(mechanism,))
+    campaign = write_campaign(
+        tmp_path / "c", people(2), smtp=smtp_for(server.port, mechanism, tmp_path)
+    )
+
+    run = batchmail("run", campaign, "--verbose", env={"ECHO_TEST_PASSWORD": PASSWORD})
+    status = batchmail("status", campaign)
+    as_json = batchmail("status", campaign, "--json")
+    report = tmp_path / "report.csv"
+    batchmail("status", campaign, "--csv", report)
+
+    assert run.returncode == 1, run.stderr
+    assert "0 sent, 2 failed" in run.stdout
+    assert "person1@example.org>: unknown; you said ***" in status.stdout
+    assert "S: 550 5.1.1 <person1@example.org>: unknown; you said ***" in run.stderr
+    secret = TOKEN if mechanism == "XOAUTH2" else PASSWORD
+    shown = run.stdout + run.stderr + status.stdout + as_json.stdout + report.read_text()
+    written = everything_written(tmp_path / "c" / ".batchmail")
+    for form in secret_forms(secret, handler.auth_lines):
+        assert form not in shown, form
+        assert form.encode() not in written, form
