@@ -61,7 +61,7 @@ class PostfixServer:
     def message_ids(self) -> list[str]:
         return self._read_ids()
 
-    def wait_for(self, count: int, timeout: float = 10.0) -> list[str]:
+    def wait_for(self, count: int, timeout: float = 60.0) -> list[str]:
         """The Message-IDs once there are ``count`` of them (the log is written a little
         after the reply); after ``timeout``, whatever there is."""
         deadline = time.monotonic() + timeout

@@ -44,7 +44,7 @@ def test_free_port_is_free() -> None:
 
 def test_embedded_sink_stores_what_was_sent(tmp_path: Path) -> None:
     maildir = tmp_path / "sink"
-    with embedded_sink(maildir) as (host, port), smtplib.SMTP(host, port, timeout=5) as client:
+    with embedded_sink(maildir) as (host, port), smtplib.SMTP(host, port, timeout=60) as client:
         refused = client.sendmail("news@example.com", ["bob@example.com", "eve@example.com"], DATA)
 
     assert refused == {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -559,11 +560,12 @@ def test_no_verdict_within_data_timeout_is_unknown(
     start_smtp_server: StartServer, mode: Mode
 ) -> None:
     server = start_smtp_server(StallingHandler(), mode=mode)
-    session = session_for(server, Recorder(), data_timeout=0.5)
+    # A minute for each command: only data_timeout can end the wait within half of it.
+    session = session_for(server, Recorder(), timeout=60, data_timeout=0.5)
     started = time.monotonic()
     outcomes = session.send_batch(batch(3), lambda going: None)
 
-    assert time.monotonic() - started < 4  # data_timeout, not timeout (5 s)
+    assert time.monotonic() - started < 30  # data_timeout, not timeout (60 s)
     first = outcomes[0]
     assert (first.status, first.code) == (Status.UNKNOWN, None)
     assert first.reply == f"{LOST_AFTER_DATA} (no reply within 0.5s)"
@@ -580,10 +582,10 @@ def test_no_reply_to_mail_within_timeout_is_deferred(start_smtp_server: StartSer
             return None
 
     server = start_smtp_server(SilentAtMail(), mode="pipelining")
-    session = session_for(server, Recorder(), timeout=0.5, data_timeout=30)
+    session = session_for(server, Recorder(), timeout=0.5, data_timeout=120)
     started = time.monotonic()
     outcomes = session.send_batch(batch(2), lambda going: None)
-    assert time.monotonic() - started < 5  # timeout, not data_timeout
+    assert time.monotonic() - started < 60  # timeout, not data_timeout (120 s)
     assert outcomes[0].reply == f"{LOST_BEFORE_DATA}: no reply within 0.5s"
     assert statuses(outcomes) == [Status.DEFERRED] * 2
 
@@ -630,17 +632,28 @@ def test_a_reply_that_makes_no_sense_ends_the_session(
 
 def test_an_extra_reply_at_the_end_ends_the_session(start_smtp_server: StartServer) -> None:
     class Chatty(RecordingHandler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.last_reply_sent = threading.Event()  # the reply too many is on its way
+
         async def handle_RCPT(self, server, session, envelope, address, options):  # type: ignore[no-untyped-def]
             reply = await super().handle_RCPT(server, session, envelope, address, options)
             return f"{reply}\r\n250 and one more" if "chatty" in address else reply
 
-    server = start_smtp_server(Chatty(), mode="chunking")
+        async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+            if any("chatty" in address for address in envelope.rcpt_tos):
+                # Runs once this reply is written: aiosmtpd pushes it before it yields.
+                server.loop.call_soon(self.last_reply_sent.set)
+            return await super().handle_DATA(server, session, envelope)
+
+    handler = Chatty()
+    server = start_smtp_server(handler, mode="chunking")
     session = session_for(server, Recorder())
     recorder = Recorder()
     messages = batch(4, **{"2": "chatty@example.org"})
     outcomes = session.send_batch(messages[:2], recorder.before_data)
     assert statuses(outcomes) == [Status.SENT] * 2  # message 2's verdict is still to come
-    time.sleep(0.2)
+    assert handler.last_reply_sent.wait(60)
     later = session.send_batch(messages[2:], recorder.before_data)
     # The reply too many is seen at once (when it comes with the last expected one) or before
     # anything of the next window is sent: either way nothing more goes out on this session.
@@ -661,6 +674,10 @@ def test_a_421_while_idle_is_seen_before_the_next_window_goes_out(
     class IdleTimeout(RecordingHandler):
         """Says 421 and closes 0.1 s after each message, as a server tired of waiting."""
 
+        def __init__(self) -> None:
+            super().__init__()
+            self.gave_up = threading.Event()
+
         async def on_data(self, server: SMTP, session: Session, envelope: Envelope) -> str | None:
             asyncio.ensure_future(self._give_up(server))
             return None
@@ -670,13 +687,15 @@ def test_a_421_while_idle_is_seen_before_the_next_window_goes_out(
             await server.push("421 4.4.2 idle too long")
             assert server.transport is not None
             server.transport.close()
+            self.gave_up.set()
 
-    server = start_smtp_server(IdleTimeout(), mode="chunking")
+    handler = IdleTimeout()
+    server = start_smtp_server(handler, mode="chunking")
     recorder = Recorder()
     session = session_for(server, recorder)
     messages = batch(3)
     assert statuses(session.send_batch(messages[:1], recorder.before_data)) == [Status.SENT]
-    time.sleep(0.3)
+    assert handler.gave_up.wait(60)
     later = session.send_batch(messages[1:], recorder.before_data)
 
     # Not a byte of the window went out; the first message counts it as a try all the same
