@@ -3,10 +3,17 @@ never attempted stays pending, and a run with nothing to send opens no connectio
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import subprocess
+import sys
+import threading
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from campaign_files import batchmail, people, status_json, write_campaign
 from faultserver import DyingHandler
 from servers import MODES, GreylistingHandler, Mode, RefusingHandler, SmtpTestServer, StartServer
@@ -242,3 +249,59 @@ def test_an_unknown_host_fails_at_once(tmp_path: Path) -> None:
     assert result.returncode == 3
     assert "no-such-host.invalid:25: cannot resolve the host name" in result.stderr
     assert "trying again" not in result.stderr
+
+
+class _HoldingGreylist(GreylistingHandler):
+    """A greylisting server that, once ``hold`` is set, takes the next message and never
+    answers it (``holding`` is set then): the client is killed while the message is out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = False
+        self.holding = threading.Event()
+
+    async def on_data(self, server: SMTP, session: Session, envelope: SmtpEnvelope) -> str | None:
+        if self.hold:
+            with self._lock:
+                self._messages.append(self.received(server, envelope))
+            self.holding.set()
+            await asyncio.get_running_loop().create_future()  # no reply, ever
+        return None
+
+
+def test_killed_during_a_resend_the_archive_is_still_not_mailed_again(
+    tmp_path: Path, start_smtp_server: StartServer
+) -> None:
+    """The first try went to the archive and was deferred for the To; the resend is killed
+    with its message out (unknown). `resend --include-unknown` then goes to the To alone:
+    the journal knew, through the in-flight mark, that the archive has it."""
+    handler = _HoldingGreylist()
+    handler.defer_times = 1
+    server = start_smtp_server(handler, mode="pipelining")
+    rows = people(2)
+    rows[1]["email"] = "defer-me@example.org"
+    campaign = write_campaign(
+        tmp_path, rows, server=server, message={"bcc": ARCHIVE}, send={"retries": 0}
+    )
+    assert batchmail("run", campaign).returncode == 1
+
+    handler.hold = True
+    process = subprocess.Popen(
+        [sys.executable, "-m", "batchmail", "resend", str(campaign)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert handler.holding.wait(60)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    handler.hold = False
+    (row,) = status_json(campaign)["recipients"]
+    assert (row["key"], row["status"]) == ("defer-me@example.org", "unknown")
+
+    again = batchmail("resend", campaign, "--include-unknown")
+    assert again.returncode == 0, again.stdout + again.stderr
+    to_archive = Counter(m.message_id for m in server.messages if ARCHIVE in m.rcpt_tos)
+    assert len(to_archive) == 2 and set(to_archive.values()) == {1}, to_archive
+    assert [m.rcpt_tos for m in server.messages[-2:]] == [("defer-me@example.org",)] * 2
