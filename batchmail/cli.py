@@ -259,11 +259,20 @@ def _preview(args: argparse.Namespace) -> int:
             message = factory.build(row.recipient)
             _say(f"MAIL FROM: {message.envelope.mail_from}", file=sys.stderr)
             _say(f"RCPT TO: {', '.join(message.envelope.rcpt_tos)}", file=sys.stderr)
-            sys.stdout.flush()
-            sys.stdout.buffer.write(message.data)
-            sys.stdout.buffer.flush()
+            _print_message(message.data)
             return EXIT_OK
     raise CampaignError([Problem(campaign.recipients.file.name, f"there is no row {args.row}")])
+
+
+def _print_message(data: bytes) -> None:
+    """The message's bytes as they go, for a file or a pipe; on a terminal, read as text
+    with its control characters shown, as a CSV value in the body could hold them."""
+    if sys.stdout.isatty():
+        _say(data.decode("utf-8", "replace").replace("\r\n", "\n").removesuffix("\n"))
+        return
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
 
 
 def _run(args: argparse.Namespace) -> int:

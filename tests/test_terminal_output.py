@@ -4,6 +4,10 @@ escapes: a key or a reply cannot clear the screen, retitle the terminal or reord
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
+import sys
 from pathlib import Path
 
 from aiosmtpd.smtp import SMTP, Session
@@ -59,3 +63,39 @@ def test_a_hostile_key_and_server_reply_are_shown_not_obeyed(
     assert "  row 1  k1\\x1b]0;owned\\x07\\x1b[2J  failed: 550 5.1.1 gone\\x1b" in status.stdout
     (failed,) = json.loads(as_json.stdout)["recipients"]
     assert failed["key"] == key and failed["reply"].endswith(f"gone{HOSTILE}\rrow 9 sent")
+
+
+def _stdout_on_a_terminal(*args: str | Path) -> bytes:
+    """Run batchmail with stdout on a pseudo-terminal; return what it wrote there."""
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "batchmail", *map(str, args)],
+        stdout=slave,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
+    os.close(slave)
+    written = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal closes when the child exits
+            break
+        if not chunk:
+            break
+        written += chunk
+    assert process.wait(timeout=60) == 0
+    os.close(master)
+    return written
+
+
+def test_preview_shows_a_body_s_control_characters_on_a_terminal_only(tmp_path: Path) -> None:
+    rows = [{"email": "ann@example.org", "name": "Ann", "code": f"C1{HOSTILE}"}]
+    campaign = write_campaign(tmp_path, rows, smtp="embedded", html=None)
+
+    on_terminal = _stdout_on_a_terminal("preview", campaign)
+    piped = batchmail("preview", campaign)
+
+    assert b"your code is C1\\x1b]0;owned\\x07\\x1b[2J." in on_terminal
+    assert not any(character.encode() in on_terminal for character in RAW)
+    assert f"your code is C1{HOSTILE}.\n" in piped.stdout  # the message's own bytes
