@@ -61,8 +61,12 @@ class StopRequest:
 
     @contextlib.contextmanager
     def handling_signals(self) -> Iterator[StopRequest]:
-        """Route SIGINT, SIGTERM and the grace's alarm here for the length of the block
-        (from the main thread only), then put back what was there."""
+        """Route SIGINT, SIGTERM and the grace's alarm here for the length of the block,
+        then put back what was there. Only the main thread can: from another, signals are
+        left as they are (and a stop is never requested)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
         previous = {signum: signal.getsignal(signum) for signum in (*HANDLED, signal.SIGALRM)}
         for signum in HANDLED:
             signal.signal(signum, self._on_signal)
