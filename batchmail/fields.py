@@ -4,8 +4,10 @@ collected with its row and field.
 Every value is checked for line breaks and control characters before the email package
 sees it; address headers are built from strictly parsed addresses, never from raw strings
 (CSV values in them cannot add structure: see ``batchmail.addresses``), with addr-specs
-in their wire form; unstructured values (Subject, extra headers) lose surrounding blanks
-and may not hold an RFC 2047 encoded word.
+in their wire form and display names that every reader reads back alike
+(``rfc2047.phrase_problem``); unstructured values (Subject, extra headers) lose
+surrounding blanks and may not hold an RFC 2047 encoded word. Every value is bounded in
+length before anything parses it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from batchmail.campaign import Campaign
 from batchmail.errors import Problem
 from batchmail.headers import Header
 from batchmail.render import ADDRESS_HEADERS, RenderedFields
+from batchmail.rfc2047 import phrase_problem
 from batchmail.unsubscribe import POST_VALUE, list_unsubscribe, url_problem
 
 # Headers compose writes itself; an extra header with one of these names would
@@ -42,6 +45,12 @@ _UNSUBSCRIBE = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
 # The email package decodes these while storing a header value, so a CSV value could
 # smuggle in text (even line breaks) that was never checked (CVE-2024-6923).
 _ENCODED_WORD = re.compile(r"=\?[^?\s]*\?[bBqQ]\?[^?\s]*\?=")
+# The longest values written into a header, checked before anything parses or folds them
+# (the email package's parser takes time and memory that grow faster than the value).
+# Unstructured text (Subject, an extra header): 4,000 characters is some 50 lines of
+# encoded words. An address field: 10,000 characters is a list of about 200 addresses.
+MAX_TEXT_VALUE = 4_000
+MAX_ADDRESS_VALUE = 10_000
 # (RenderedFields attribute, campaign key, header name, in the envelope) of the address
 # fields, in the order their headers are written.
 _ADDRESS_FIELDS = (
@@ -62,6 +71,7 @@ def parse_addresses(
     for field, key, header, in_envelope in _ADDRESS_FIELDS:
         value = getattr(rendered, field)
         try:
+            _check_length(header, value, MAX_ADDRESS_VALUE)
             parsed[field] = _parse_wire(header, value, in_envelope)
         except (AddressError, HeaderError) as exc:
             problems.append(Problem(f"{row}, {key}", str(exc)))
@@ -85,7 +95,21 @@ def parse_addresses(
 def _parse_wire(header: str, value: str, in_envelope: bool) -> tuple[Address, ...]:
     check_header_value(header, reveal(value))
     wire = wire_addr_spec if in_envelope else ascii_addr_spec
-    return tuple(Address(a.display_name, wire(a.addr_spec)) for a in parse_address_list(value))
+    found = tuple(Address(a.display_name, wire(a.addr_spec)) for a in parse_address_list(value))
+    for address in found:
+        trouble = phrase_problem(address.display_name)
+        if trouble:
+            raise AddressError(trouble)
+    return found
+
+
+def _check_length(header: str, value: str, limit: int) -> None:
+    """Raise HeaderError if ``value`` is longer than ``limit`` characters."""
+    if len(value) > limit:
+        raise HeaderError(
+            f"the {header} value is longer than {limit:,} characters, the most batchmail "
+            "writes into one header; shorten it"
+        )
 
 
 def address_headers(addresses: dict[str, tuple[Address, ...]]) -> tuple[Header, ...]:
@@ -112,6 +136,7 @@ def extra_headers(rendered: RenderedFields, row: str, problems: list[Problem]) -
             continue  # an empty value means "not for this row"
         if name.lower() in ADDRESS_HEADERS:  # never hand an address header a raw string
             try:
+                _check_length(name, value, MAX_ADDRESS_VALUE)
                 found = _parse_wire(name, value, False)
                 if len(found) != 1:
                     raise AddressError(f"needs exactly one address, found {len(found)}")
@@ -128,6 +153,7 @@ def extra_headers(rendered: RenderedFields, row: str, problems: list[Problem]) -
 def unstructured(name: str, value: str, where: str, problems: list[Problem]) -> str | None:
     """The header text to send (surrounding blanks removed), or None and a problem."""
     try:
+        _check_length(name, value, MAX_TEXT_VALUE)
         check_header_value(name, value)
     except HeaderError as exc:
         problems.append(Problem(where, str(exc)))

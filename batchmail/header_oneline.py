@@ -1,24 +1,18 @@
-"""The one-line form of a header: what the email package writes for a short, simple
-value, computed without it (its parser and folder cost most of a message's time).
+"""The one-line form of a short, simple ASCII header: what ``rfc2047`` and the email
+package both write for it, computed with neither (their work costs most of a message's
+time when done for every header of every row).
 
-A value qualifies when it is words separated by single spaces; ASCII words are printable
-(in a display name: atext, so nothing is quoted); non-ASCII words are printable and,
-in a display name, hold none of RFC 5322's specials; nothing looks like an encoded word;
-the finished line fits in 78 characters. The email package then writes the ASCII words
-as they are and the stretch from the first to the last non-ASCII word as one RFC 2047
-encoded word (per display name), on one line: exactly this module's output, as the tests
-show on generated values. Such a line also reads back as written by construction:
-nothing in it is quoted or folded, and the one encoded word decodes to its text.
-Anything else returns None and goes through the email package.
+A value qualifies when it is printable ASCII words separated by single spaces (in a
+display name: atext, so nothing is quoted), nothing looks like part of an encoded word
+(``=?``, ``?=``), and the finished line fits in 78 characters. Both writers then put the
+value on one line as it is: exactly this module's output, as the tests show on generated
+values. Such a line also reads back as written by construction: nothing in it is quoted,
+encoded or folded. Anything else returns None.
 """
 
 from __future__ import annotations
 
 import re
-
-# The email package's own encoder, so that the choice between q and b and the q
-# alphabet are its own. (mime_fast checks at start-up that the outputs still agree.)
-from email import _encoded_words  # type: ignore[attr-defined]
 from email.headerregistry import HeaderRegistry, UnstructuredHeader
 from email.policy import SMTP as POLICY
 from functools import lru_cache
@@ -27,7 +21,6 @@ from typing import cast
 from batchmail.addresses import Address
 
 _MAX_LENGTH = 78  # the email package's max_line_length for policy.SMTP
-_SPECIALS = frozenset('()<>@,:;.\\"[]')  # RFC 5322 specials: they would need quoting
 _VCHAR_WORD = re.compile(r"[!-~]+")
 _ATEXT_WORD = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
@@ -43,8 +36,8 @@ def one_line(name: str, value: str | tuple[Address, ...]) -> bytes | None:
     if isinstance(value, str):
         if name.lower() == "message-id":
             text = value if _MSG_ID.fullmatch(value) else None
-        elif _is_unstructured(name):
-            text = _words(value, _VCHAR_WORD, frozenset())
+        elif is_unstructured(name):
+            text = _words(value, _VCHAR_WORD)
         else:
             return None  # Date, MIME-Version...: parsed and rewritten by their classes
     else:
@@ -58,7 +51,8 @@ def one_line(name: str, value: str | tuple[Address, ...]) -> bytes | None:
 
 
 @lru_cache(maxsize=256)
-def _is_unstructured(name: str) -> bool:
+def is_unstructured(name: str) -> bool:
+    """Whether the email package reads a header of this name as unstructured text."""
     return issubclass(cast(HeaderRegistry, POLICY.header_factory)[name], UnstructuredHeader)
 
 
@@ -72,34 +66,17 @@ def _address_list(addresses: tuple[Address, ...]) -> str | None:
         if not address.display_name:
             items.append(address.addr_spec)
             continue
-        name = _words(address.display_name, _ATEXT_WORD, _SPECIALS)
-        if name is None:
+        if _words(address.display_name, _ATEXT_WORD) is None:
             return None
-        items.append(f"{name} <{address.addr_spec}>")
+        items.append(f"{address.display_name} <{address.addr_spec}>")
     return ", ".join(items)
 
 
-def _words(text: str, ascii_word: re.Pattern[str], specials: frozenset[str]) -> str | None:
-    """``text`` as the email package writes it, or None if it does not qualify."""
-    if "=?" in text:
+def _words(text: str, ascii_word: re.Pattern[str]) -> str | None:
+    """``text`` if it qualifies (see the module docstring), else None."""
+    if "=?" in text or "?=" in text:
         return None
-    words = text.split(" ")
-    first = last = -1
-    for index, word in enumerate(words):
-        if not word:
-            return None  # a leading, trailing or repeated space
-        if word.isascii():
-            if not ascii_word.fullmatch(word):
-                return None
-            continue
-        if not word.isprintable() or not specials.isdisjoint(word):
-            return None
-        for char in word:
-            if char.isascii() and not ascii_word.fullmatch(char):
-                return None
-        first = index if first < 0 else first
-        last = index
-    if first < 0:
-        return text
-    encoded = _encoded_words.encode(" ".join(words[first : last + 1]), charset="utf-8")
-    return " ".join([*words[:first], encoded, *words[last + 1 :]])
+    for word in text.split(" "):
+        if not ascii_word.fullmatch(word):
+            return None  # empty (a leading, trailing or repeated space) or not plain
+    return text

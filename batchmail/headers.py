@@ -1,19 +1,21 @@
-"""Header fields: fold one exactly as the email package does, and prove that folded
-header bytes read back as what was meant.
+"""Header fields: write each one (RFC 2047 encoded words by ``batchmail.rfc2047``, the
+email package only for the structured fields it parses itself: Date, Message-ID,
+MIME-Version, Content-*), and prove that the header bytes read back as what was meant.
 
 Python 3.11.7's email package can change a header's meaning while folding it: an encoded
 word in a value is decoded and its line breaks written raw (CVE-2024-6923), an encoded
-comma can end up as a separator (CVE-2025-1795), repeated spaces vanish from long
-non-ASCII values, and a long display name can gain a space. batchmail does not trust the
-folding: ``check_header_block`` splits the header block strictly at CRLF, checks the
-field names and their order, and reads every field back with ``email.policy.default``
-(what a receiving Python would do); a field that reads differently is a problem for
-that row and field, never sent.
+comma can end up as a separator (CVE-2025-1795), the space beside an encoded word is
+dropped, repeated spaces vanish from long non-ASCII values, and a long display name can
+gain a space. So Subject, extra headers and address headers are written by ``rfc2047``,
+and nothing is trusted: ``check_header_block`` splits the header block strictly at CRLF,
+checks the field names and their order, and reads every field back with
+``email.policy.default`` (what a receiving Python would do); a field that reads
+differently, or that the parser fails on, is a problem for that row and field, never sent.
 
 Intended values: an unstructured value (Subject, an extra header) is its text; an
-address header is its list of (display name, address). The email package would also
-drop the space that separates a value from the colon and leading blanks with it, so
-compose strips surrounding blanks from unstructured values before they get here.
+address header is its list of (display name, address). Compose strips surrounding blanks
+from unstructured values before they get here, and ``fields`` bounds their length, so
+writing and reading back take time linear in the limit.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from functools import lru_cache
 from typing import cast
 
 from batchmail.addresses import Address
-from batchmail.header_oneline import one_line
+from batchmail.header_oneline import is_unstructured, one_line
+from batchmail.rfc2047 import address_field, unstructured_field
 from batchmail.wire import MAX_LINE
 
 # policy.SMTP writes short-lined UTF-8 bodies as raw 8bit; 7bit makes the email package
@@ -72,15 +75,37 @@ def _header_address(address: Address) -> HeaderAddress:
 
 
 def fold(header: Header, utf8: bool = False) -> bytes:
-    """The header's bytes, exactly as the email package's generator writes them (under
-    UTF8_POLICY when ``utf8``, else POLICY); a verbatim header as ``verbatim_text``
-    says, which is what the generator writes for a raw value that it does not refold."""
-    if header.verbatim:
-        return f"{header.name}: {verbatim_text(header)}\r\n".encode()
-    simple = None if utf8 else one_line(header.name, header.value)
+    """The header's bytes: as ``raw_value`` says for a header batchmail writes itself,
+    else exactly as the email package's generator writes it (under UTF8_POLICY when
+    ``utf8``, else POLICY): the bytes ``mime_reference`` writes either way."""
+    simple = None if utf8 or header.verbatim else one_line(header.name, header.value)
     if simple is not None:
-        return simple  # the same bytes, without the email package's parser
+        return simple  # the same bytes as below, without the work
+    raw = raw_value(header)
+    if raw is not None:
+        # UTF-8 only in an SMTPUTF8 message's non-ASCII address (RFC 6532): the rest is ASCII.
+        return f"{header.name}: {raw}\r\n".encode()
     return _fold(header.name, header.value, utf8)
+
+
+def raw_value(header: Header) -> str | None:
+    """The value as written after "Name: " (folded, without the final CRLF) when batchmail
+    writes the header itself: a verbatim header, every address header and every
+    unstructured header. None: the email package writes it (MIME's structured fields)."""
+    if header.verbatim:
+        return verbatim_text(header)
+    return _written(header.name, header.value)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)  # the same From or Subject on every row is written once
+def _written(name: str, value: HeaderValue) -> str | None:
+    if isinstance(value, tuple):
+        field = address_field(name, value)
+    elif is_unstructured(name):
+        field = unstructured_field(name, value)
+    else:
+        return None
+    return field[len(name) + 2 : -2]
 
 
 def verbatim_text(header: Header) -> str:
@@ -99,8 +124,11 @@ def _fold(name: str, value: HeaderValue, utf8: bool) -> bytes:
     # What msg[name] = value followed by BytesGenerator does: header_store_parse makes
     # the header object (header_factory) and the generator writes fold_binary of it.
     # The class is cached: the registry builds a new class on every lookup.
-    stored = _header_class(name)(name, header.email_value())
-    return policy.fold_binary(name, stored)
+    try:
+        stored = _header_class(name)(name, header.email_value())
+        return policy.fold_binary(name, stored)
+    except Exception as exc:  # its parser and folder fail on some values: the row's problem
+        raise ValueError(f"the email package cannot write the {name} header ({exc!r})") from exc
 
 
 @lru_cache(maxsize=256)
@@ -180,18 +208,26 @@ def _reads_back(folded: bytes, name: str, value: HeaderValue, utf8: bool) -> str
         return "the folded header is not " + ("UTF-8" if utf8 else "ASCII")
     # Unfold the way email.parser does: drop the CRLFs, keep the blanks after them.
     raw = text.split(":", 1)[1].lstrip(" \t").replace("\r\n", "")
-    read = _reader_class(name)(name, raw)
+    try:
+        read = _reader_class(name)(name, raw)
+        return _difference(read, value, utf8)
+    except Exception as exc:  # the email package's parser fails on some values (e.g. a
+        # name starting with "."): a value no reader is known to read right is refused
+        return f"the email package cannot read the {name} header back ({exc!r})"
+
+
+def _difference(read: BaseHeader, value: HeaderValue, utf8: bool) -> str | None:
     if isinstance(value, str):
         if str(read) == value:
             return None
-        return f"{value!r} would reach readers as {str(read)!r} (the email package's folding)"
+        return f"{value!r} would reach readers as {str(read)!r}"
     found = _addresses_of(read)
     meant = [(a.display_name, a.addr_spec) for a in value]
     # Under RFC 6532 a non-ASCII local part is expected; email.policy.default flags it.
     defects = [d for d in read.defects if not (utf8 and isinstance(d, NonASCIILocalPartDefect))]
     if found == meant and not defects:
         return None
-    return f"{_shown(meant)} would reach readers as {_shown(found)} (the email package's folding)"
+    return f"{_shown(meant)} would reach readers as {_shown(found)}"
 
 
 def _addresses_of(read: BaseHeader) -> list[tuple[str, str]] | None:

@@ -5,7 +5,8 @@ encoded (attachments arrive already serialized).
 Building an ``EmailMessage`` costs about as much as everything else per row together:
 header objects parsed and re-parsed while the structure is rearranged, a new header
 class per header, the generator's line-by-line copy of every attachment. Here each
-header is folded by the email package itself (``headers.fold``, cached for values that
+header is written by ``headers.fold`` (the reference's own header bytes: encoded words by
+``rfc2047``, MIME's structured fields by the email package, cached for values that
 repeat), a body is encoded as ``email.contentmanager`` does it, and the parts are
 joined as ``email.generator`` joins them.
 

@@ -1,5 +1,6 @@
 """What a message is made of (``Content``), and the reference way to turn it into bytes:
-the email package's ``EmailMessage``, serialized with one named policy.
+the email package's ``EmailMessage``, serialized with one named policy, holding the
+header values that batchmail writes itself (``headers.raw_value``) as they are.
 
 This path defines what batchmail sends. ``mime_fast`` writes the same bytes faster for
 the shapes it knows and is tested against this one; anything it does not handle comes
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage, MIMEPart
 
 from batchmail.attachments import AttachmentPart
-from batchmail.headers import POLICY, UTF8_POLICY, Header, verbatim_text
+from batchmail.headers import POLICY, UTF8_POLICY, Header, raw_value
 
 
 @dataclass(frozen=True)
@@ -39,13 +40,15 @@ class Content:
 def reference_bytes(content: Content) -> bytes:
     """The message as the email package builds and serializes it. May raise the email
     package's ValueError, TypeError or MessageError."""
-    # A raw (verbatim) header value is written as it is only if the policy does not
-    # refold source values; every other header is a header object, folded by its class.
+    # A header batchmail writes itself (encoded words, a verbatim value) is set raw and
+    # written as it is, since the policy does not refold source values; every other
+    # header is a header object, folded by its class.
     policy = (UTF8_POLICY if content.utf8 else POLICY).clone(refold_source="none")
     msg = EmailMessage(policy=policy)
     for header in content.headers:
-        if header.verbatim:
-            msg.set_raw(header.name, verbatim_text(header))
+        raw = raw_value(header)
+        if raw is not None:
+            msg.set_raw(header.name, raw)
         else:
             msg[header.name] = header.email_value()
     if content.text is not None:
