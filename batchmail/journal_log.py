@@ -12,7 +12,11 @@ The file starts with a header line naming its generation and the boot of the mac
 written in. Every write to the journal records, in its transaction, that it holds the log's
 generation, and the next generation's log (header only) is ready beside it, renamed into
 place once the transaction commits: a kill at any point leaves the log the journal expects
-next. A log whose generation is not newer was folded already and is ignored.
+next. A log whose generation is not newer was folded already and is ignored. A log with no
+line yet moves on in place instead, its fixed-width header rewritten after the commit: a
+rename costs a forced write-back on ext4, and a run that logs nothing (a server without
+PIPELINING) writes the journal twice a message. Left with no line at the generation the
+journal holds, the log is the one it expects next, empty.
 
 Each line starts with a CRC-32 of the rest (seeded with the generation), so a changed byte is
 seen. On the machine's boot that wrote the log, only a kill can have stopped a write, and the
@@ -122,7 +126,8 @@ def _event(line: bytes, generation: int, checked: bool) -> Event | None:
 
 
 def _crc(text: bytes, generation: int) -> bytes:
-    return b"%08x" % zlib.crc32(text, generation & 0xFFFFFFFF)
+    """A line's checksum: over its JSON and its end of line, seeded with the generation."""
+    return b"%08x" % zlib.crc32(text + b"\n", generation & 0xFFFFFFFF)
 
 
 class SideLog:
@@ -133,6 +138,7 @@ class SideLog:
         self.generation = generation
         self._boot = boot
         self._fd = _start(path, generation, boot)
+        self._logged = False  # a line was written since the header
         self._next_path = path.with_name(path.name + ".next")
         self._next_fd: int | None = None
         with contextlib.suppress(FileNotFoundError):
@@ -144,24 +150,36 @@ class SideLog:
         lines = []
         for event in events:
             text = _line(event).encode("ascii")  # with its end of line
-            lines.append(_crc(text[:-1], generation) + b" " + text)
+            lines.append(b"%08x " % zlib.crc32(text, generation & 0xFFFFFFFF) + text)
+        self._logged = True
         _write(self._fd, self.path, b"".join(lines))
 
     def prepare_next(self) -> None:
-        """Write the next generation's log beside this one, header only (see ``switch``)."""
+        """Before the journal's transaction commits: write the next generation's log beside
+        this one, header only, unless this one has no line (see ``switch``)."""
         self.abandon_next()
-        self._next_fd = _start(self._next_path, self.generation + 1, self._boot)
+        if self._logged:
+            self._next_fd = _start(self._next_path, self.generation + 1, self._boot)
 
     def switch(self) -> None:
-        """Put the prepared log in this one's place: the journal holds everything before it."""
-        assert self._next_fd is not None
-        try:
-            os.rename(self._next_path, self.path)
-        except OSError as exc:
-            raise _aborted(self.path, exc) from exc
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
-        self._fd, self._next_fd = self._next_fd, None
+        """Once the transaction committed: the next generation's log in this one's place (the
+        journal holds everything before it), or this one's header rewritten in place."""
+        if self._next_fd is None:
+            try:
+                os.pwrite(self._fd, _header_line(self.generation + 1, self._boot), 0)
+            except OSError as exc:
+                raise _aborted(self.path, exc) from exc
+        else:
+            try:
+                # Unlinked first: renamed over a file, ext4 would force the new one's data out.
+                self.path.unlink()
+                os.rename(self._next_path, self.path)
+            except OSError as exc:
+                raise _aborted(self.path, exc) from exc
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd, self._next_fd = self._next_fd, None
+            self._logged = False
         self.generation += 1
 
     def abandon_next(self) -> None:
@@ -183,17 +201,23 @@ class SideLog:
 
 def _start(path: Path, generation: int, boot: str) -> int:
     """A new log file at ``path``, empty but for its header."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
+    # Not O_APPEND: the header is rewritten in place (pwrite appends on such a file).
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
     try:
         fd = os.open(path, flags, 0o600)
     except OSError as exc:
         raise _aborted(path, exc) from exc
     try:
-        _write(fd, path, (json.dumps([_HEADER, generation, boot]) + "\n").encode("ascii"))
+        _write(fd, path, _header_line(generation, boot))
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def _header_line(generation: int, boot: str) -> bytes:
+    """The header, the same width whatever the generation (JSON allows the spaces)."""
+    return f'["{_HEADER}", {generation:<20d}, {json.dumps(boot)}]\n'.encode("ascii")
 
 
 def _write(fd: int, path: Path, data: bytes) -> None:

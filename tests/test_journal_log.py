@@ -53,7 +53,7 @@ def test_a_line_cut_short_or_changed_ends_what_is_read_and_says_so(tmp_path: Pat
     lines = whole.split(b"\n")
     path.write_bytes(b"\n".join([lines[0], lines[2], lines[1], b""]))  # lines swapped: both sound
     assert read_log(path) == LogRead(3, BOOT, [second, first], None)
-    path.write_bytes(whole.replace(b", 3, ", b", 4, "))  # checked with the generation
+    path.write_bytes(whole.replace(b", 3 ", b", 4 "))  # checked with the generation
     assert read_log(path) == LogRead(4, BOOT, [], "line 2 is damaged")
 
 
@@ -93,6 +93,20 @@ def test_starting_over_empties_the_log_under_its_new_generation(tmp_path: Path) 
     assert not path.with_name("log.next").exists()
     log.close(remove=True)
     assert read_log(path) is None and not path.exists()
+
+
+def test_a_log_with_no_line_moves_on_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    log = SideLog(path, 9, BOOT)
+    size = path.stat().st_size
+    log.prepare_next()
+    assert not path.with_name("log.next").exists()
+    log.switch()
+    assert read_log(path) == LogRead(10, BOOT, [], None)
+    assert path.stat().st_size == size  # the same header width
+    log.append([Event("ann@x.org", "t1")])
+    assert read_log(path) == LogRead(10, BOOT, [Event("ann@x.org", "t1")], None)
+    log.close(remove=False)
 
 
 def test_what_is_not_a_log_reads_as_none_or_as_damaged(tmp_path: Path) -> None:
