@@ -19,12 +19,12 @@ from batchmail.errors import CampaignError, Problem
 
 def refuse_input(campaign: Campaign, path: Path, option: str) -> None:
     """Raise CampaignError (exit 2) if ``path``, where ``option`` writes, is an input."""
-    target = path.resolve()
+    target = _resolved(path)
     target_id = _file_id(target)
-    state = campaign.state_dir.resolve()
+    state = _resolved(campaign.state_dir)
     found = [f"a file of the campaign's state ({state})"] if target.parent == state else []
     for what, source in _inputs(campaign):
-        resolved = source.resolve()
+        resolved = _resolved(source)
         if resolved == target or (target_id is not None and _file_id(resolved) == target_id):
             found.append(what)
     if found:
@@ -45,10 +45,20 @@ def _inputs(campaign: Campaign) -> Iterator[tuple[str, Path]]:
     for exclusion in campaign.recipients.exclude:
         yield "an exclusion list (recipients.exclude)", exclusion
     state = campaign.state_dir
-    if state.is_dir():
-        for entry in state.iterdir():
-            if not entry.is_dir():
-                yield f"a file of the campaign's state ({state})", entry
+    try:
+        entries = list(state.iterdir())
+    except OSError:  # no state yet (or none we can list): nothing to link to
+        entries = []
+    for entry in entries:
+        if not entry.is_dir():
+            yield f"a file of the campaign's state ({state})", entry
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: compared as written
+        return path.absolute()
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:
