@@ -17,6 +17,7 @@ length whatever the time), so a message is dated when it is sent, not when check
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections import deque
 from collections.abc import Iterator
 from datetime import datetime
@@ -25,9 +26,9 @@ from batchmail.clock import email_date
 from batchmail.outcomes import ComposedMessage
 from batchmail.shared_parts import Squeezed, size_of
 
-# 10,000 messages of 2.3 KB take 23 MB; with a shared 100 KB attachment, squeezed, the budget
-# holds 9,600. Past it, the run builds the rest itself.
-BUDGET = 24 << 20
+# What the kept messages may hold in memory, Python objects included; past it, the run
+# builds the rest itself.
+BUDGET = 16 << 20
 Kept = ComposedMessage | Squeezed
 _DATE = b"\r\nDate: "
 
@@ -49,7 +50,7 @@ class Prebuilt:
         """Keep the next good row's message (rows come in order, none skipped)."""
         if self.full:
             return
-        size = size_of(message)
+        size = held_bytes(message)
         if self._size + size > self._budget:
             self.full = True
             return
@@ -65,6 +66,32 @@ class Prebuilt:
         """The kept messages from the first, in row order, each let go as it is taken."""
         while self._messages:
             yield self._messages.popleft()
+
+
+def held_bytes(item: Kept) -> int:
+    """What keeping ``item`` costs: its own bytes and the objects that hold them. The bytes
+    alone undercount a small message several times over (a 400-byte message is held in
+    about 1,250), so a budget of bytes alone would let memory grow with the recipients."""
+    message = item.message if isinstance(item, Squeezed) else item
+    envelope = message.envelope
+    objects: list[object] = [
+        message,
+        message.__dict__,
+        message.key,
+        message.message_id,
+        envelope,
+        envelope.__dict__,
+        envelope.mail_from,
+        envelope.rcpt_tos,
+        *envelope.rcpt_tos,
+        message.parts,
+    ]
+    if isinstance(item, Squeezed):
+        objects += [item, item.pieces]
+    # A part's header is counted here, its bytes by size_of (shared parts by neither).
+    parts = item.pieces if isinstance(item, Squeezed) else message.parts
+    headers = sum(sys.getsizeof(b"") for part in parts if isinstance(part, bytes))
+    return size_of(item) + headers + sum(map(sys.getsizeof, objects))
 
 
 def dated(message: Kept, moment: datetime) -> Kept:

@@ -4,6 +4,7 @@ built once, dated when it is sent, and a run past the budget builds the rest its
 from __future__ import annotations
 
 import email.utils
+import tracemalloc
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -108,3 +109,31 @@ def test_a_date_header_made_once_a_second_is_the_email_packages(moment: datetime
         )
     # Twice: the second comes from the cache.
     assert email_date(moment) == email_date(moment) == email.utils.format_datetime(moment)
+
+
+
+def test_the_budget_counts_what_the_kept_messages_hold_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Short text-only messages: the objects around each one outweigh its bytes, so a budget
+    # of bytes alone let memory grow with the recipients (a dry run at 100,000 rows).
+    monkeypatch.setattr(prebuilt, "BUDGET", 400_000)
+    path = write_campaign(tmp_path, people(2_000), smtp="embedded", html=None, text="Hi {{ name }}")
+    campaign = load_campaign(path)
+
+    def held_after_check(kept: prebuilt.Prebuilt | None) -> int:
+        tracemalloc.start()
+        try:
+            require_valid(campaign, kept)
+            return tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+
+    held_after_check(None)  # imports and caches, once
+    without = held_after_check(None)
+    kept = prebuilt.Prebuilt()
+    held = held_after_check(kept) - without
+    count = sum(1 for _ in kept.peek())
+    assert 100 < count < 2_000  # the budget, not the rows, decided how many were kept
+    # What the process holds for them stays within the budget, give or take a message.
+    assert held <= 400_000 * 1.05

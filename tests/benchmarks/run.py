@@ -30,6 +30,7 @@ SCENARIOS: dict[str, Callable[[Settings], Outcome]] = {
     "rtt-chunking": lambda s: scenarios.round_trip(s, chunking=True),
     "rtt-pipelining": lambda s: scenarios.round_trip(s, chunking=False),
     "memory": scenarios.memory,
+    "dry-run-memory": scenarios.dry_run_memory,
 }
 TITLES = {
     "loopback-2k": "Loopback, text + HTML (~2.3 KB per message)",
@@ -37,12 +38,14 @@ TITLES = {
     "rtt-chunking": "Emulated 50 ms round trip, server with PIPELINING and CHUNKING",
     "rtt-pipelining": "Emulated 50 ms round trip, server with PIPELINING only",
     "memory": "Peak RSS as the recipient list grows",
+    "dry-run-memory": "Peak RSS of a dry run of short text-only messages",
 }
 QUICK = {
     "loopback_count": 1_000,
     "rtt_count": 100,
     "rtt_baseline_count": 20,
     "memory_counts": (1_000, 10_000),
+    "dry_run_counts": (10_000, 40_000),
 }
 
 
@@ -58,6 +61,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--rtt-baseline-count", type=int, help="recipients for mailmerge and smtplib there"
     )
     parser.add_argument("--memory-counts", help="SMALL,LARGE recipients for peak RSS")
+    parser.add_argument("--dry-run-counts", help="SMALL,LARGE recipients for the dry run's RSS")
     parser.add_argument("--window", type=int, default=100, help="raw BDAT messages in flight")
     parser.add_argument("--profile", action="store_true", help="also cProfile batchmail runs")
     parser.add_argument(
@@ -92,6 +96,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if args.memory_counts:
         small, large = (int(n) for n in args.memory_counts.split(","))
         overrides["memory_counts"] = (small, large)
+    if args.dry_run_counts:
+        small, large = (int(n) for n in args.dry_run_counts.split(","))
+        overrides["dry_run_counts"] = (small, large)
     return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
 
 

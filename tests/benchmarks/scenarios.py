@@ -28,6 +28,7 @@ class Settings:
     rtt_count: int = 1_000
     rtt_baseline_count: int = 200  # mailmerge and smtplib pay per message: a sample will do
     memory_counts: tuple[int, int] = (10_000, 1_000_000)
+    dry_run_counts: tuple[int, int] = (10_000, 200_000)
     window: int = 100  # the raw BDAT sender's messages in flight
     profile: bool = False
     send_options: tuple[tuple[str, object], ...] = ()  # extra `send:` keys for batchmail
@@ -169,6 +170,19 @@ def memory(settings: Settings) -> Outcome:
         port = server.port
         for load in loads:
             run("run to the sink", load.count, lambda w=load: contenders.batchmail_run(w, port))
+    return outcome
+
+
+def dry_run_memory(settings: Settings) -> Outcome:
+    """Peak RSS of `run --dry-run` on short text-only messages, where what holds each kept
+    message outweighs its bytes, at a small and a large count."""
+    outcome = Outcome()
+    out = settings.workdir / "dry-run-out"
+    run = _runner(outcome, "dry-run-memory", "(no server)")
+    for count in settings.dry_run_counts:
+        directory = settings.workdir / f"dry-run-memory-{count}"
+        load = write_workload(directory, count, False, settings.send_options, short=True)
+        run("dry-run CLI, .eml files", count, lambda w=load: contenders.batchmail_dry_run(w, out))
     return outcome
 
 

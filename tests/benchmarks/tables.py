@@ -17,6 +17,7 @@ from scenarios import Result
 BASELINES = ("mailmerge", "smtplib", "raw DATA", "raw BDAT")
 _RSS_LIMIT_MB = 100.0
 _FLAT_MB = 10.0  # peak RSS may grow this much from the small run to the large one
+_DRY_RUN_GROWTH = 1.3  # the dry run's peak RSS at the large count over the small one's
 
 
 def machine(repo: Path, mailmerge_version: str) -> str:
@@ -122,6 +123,7 @@ def targets(results: Sequence[Result]) -> str:
     ratio(f"{raw}, CHUNKING", "rtt-chunking", "raw BDAT sessions=4", "batchmail", 3.5)
     ratio(f"{raw}, PIPELINING-only", "rtt-pipelining", "raw DATA sessions=4", "batchmail", 3.5)
     rows.extend(_memory_targets([r for r in results if r.scenario == "memory"]))
+    rows.extend(_dry_run_targets([r for r in results if r.scenario == "dry-run-memory"]))
     lines = ["| target | this run | goal | met |", "|---|---|---|---|"]
     for name, value, goal, met in rows:
         verdict = "-" if met is None else ("yes" if met else "**no**")
@@ -152,6 +154,28 @@ def _memory_targets(results: Sequence[Result]) -> Iterable[tuple[str, str, str, 
             f"+ < {_FLAT_MB:g} MB",
             b - a < _FLAT_MB,
         )
+
+
+def _dry_run_targets(results: Sequence[Result]) -> Iterable[tuple[str, str, str, bool | None]]:
+    measured = sorted((r for r in results if r.measurement is not None), key=lambda r: r.count)
+    if len(measured) < 2:
+        return
+    small, large = measured[0], measured[-1]
+    assert small.measurement and large.measurement
+    a, b = small.measurement.peak_rss_mb, large.measurement.peak_rss_mb
+    name = "dry run, short messages"
+    yield (
+        f"{name}: peak RSS at {large.count:,}",
+        f"{b:.1f} MB",
+        f"< {_RSS_LIMIT_MB:g} MB",
+        b < _RSS_LIMIT_MB,
+    )
+    yield (
+        f"{name}: {small.count:,} to {large.count:,}",
+        f"{a:.1f} -> {b:.1f} MB ({b / a:.2f}x)",
+        f"<= {_DRY_RUN_GROWTH:g}x",
+        b <= _DRY_RUN_GROWTH * a,
+    )
 
 
 def profile_summary(name: str, prof: Path, top: int = 10) -> str:

@@ -65,6 +65,15 @@ day.</p>
 </html>
 """
 
+# A note of about 500 bytes, text only: where the objects around a message weigh most.
+SHORT_TEXT = """\
+Dear {{ name }},
+
+your member number is {{ code }}. See you in {{ city }}.
+
+The Example Widgets team
+"""
+
 _CITIES = ["Lyon", "Leeds", "Porto", "Graz", "Turku", "Gdansk", "Bergen", "Ghent"]
 _PLANS = ["Basic", "Standard", "Premium", "Family"]
 
@@ -75,6 +84,7 @@ class Workload:
     count: int
     attachment: bool
     send_options: tuple[tuple[str, object], ...] = ()  # more `send:` keys, e.g. window
+    short: bool = False  # SHORT_TEXT alone, not the text + HTML message
 
     @property
     def campaign(self) -> Path:
@@ -99,13 +109,11 @@ class Workload:
 
     def write_campaign(self, port: int, *, sessions: int = 1, name: str = "bench") -> Path:
         """The batchmail campaign for a server on 127.0.0.1:``port``."""
-        message: dict[str, object] = {
-            "from": FROM,
-            "to": TO,
-            "subject": SUBJECT,
-            "text": "body.txt.j2",
-            "html": "body.html.j2",
-        }
+        message: dict[str, object] = {"from": FROM, "to": TO, "subject": SUBJECT}
+        if self.short:
+            message["text"] = "short.txt.j2"
+        else:
+            message.update(text="body.txt.j2", html="body.html.j2")
         if self.attachment:
             message["attachments"] = [PDF_NAME]
         document = {
@@ -124,10 +132,11 @@ def write_workload(
     count: int,
     attachment: bool,
     send_options: tuple[tuple[str, object], ...] = (),
+    short: bool = False,
 ) -> Workload:
     """Write the CSV, templates, PDF and mailmerge template (not yet the campaign file);
     a directory completed before with the same arguments is reused as it is."""
-    workload = Workload(directory, count, attachment, send_options)
+    workload = Workload(directory, count, attachment, send_options, short)
     done = directory / ".complete"
     if done.exists():
         return workload
@@ -135,6 +144,7 @@ def write_workload(
     write_people(workload.csv, count)
     (directory / "body.txt.j2").write_text(TEXT)
     (directory / "body.html.j2").write_text(HTML)
+    (directory / "short.txt.j2").write_text(SHORT_TEXT)
     if attachment:
         write_pdf(directory / PDF_NAME, PDF_SIZE)
     workload.mailmerge_template.write_text(_mailmerge_template(attachment))
