@@ -12,9 +12,9 @@ import pytest
 from campaign_files import people, write_campaign
 from servers import StartServer
 
-from batchmail import prebuilt
+from batchmail import campaign_id, prebuilt
 from batchmail.build_pool import build_all
-from batchmail.campaign import load_campaign
+from batchmail.campaign import Campaign, load_campaign
 from batchmail.check import MessageFactory
 from batchmail.delivery import send
 from batchmail.outcomes import ComposedMessage
@@ -37,7 +37,10 @@ def attachment_campaign(tmp_path: Path, rows: list[dict[str, str]], **kwargs: ob
 
 
 def built(campaign_path: Path) -> tuple[SharedParts, list[ComposedMessage]]:
-    campaign = load_campaign(campaign_path)
+    return built_from(load_campaign(campaign_path))
+
+
+def built_from(campaign: Campaign) -> tuple[SharedParts, list[ComposedMessage]]:
     factory = MessageFactory.prepare(campaign)
     messages = [factory.build(r, WHEN) for r in read_recipients(campaign.recipients)]
     return factory.shared_parts(), messages
@@ -109,7 +112,7 @@ def test_a_run_sends_squeezed_kept_messages_as_they_were_built(
     result = send(load_campaign(path))
     assert result.summary.counts["sent"] == 30
     assert composed_rows == list(range(1, 31))  # built once each, by the check
-    _, expected = built(path)
+    _, expected = built_from(campaign_id.with_id(load_campaign(path)))  # the run's id
     received = {m.rcpt_tos[0]: m.data for m in server.messages}
     assert len(server.messages) == 30
     for message in expected:
