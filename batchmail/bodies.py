@@ -72,6 +72,8 @@ def markdown_to_html(source: str) -> str:
     """The HTML of a Markdown document (a fragment: the part needs no <html> around it)."""
     try:
         html: str = _converter().reset().convert(source)
+    except MemoryError:
+        raise  # not the row's problem: the command stops (see cli)
     # Python-Markdown is a recursive parser of text partly from the CSV: whatever it
     # raises (RecursionError on deep nesting...) is a problem of the row, not a crash.
     except Exception as exc:  # noqa: BLE001
@@ -91,6 +93,8 @@ def html_to_text(html: str) -> str:
     converter.body_width = 78
     try:
         text: str = converter.handle(html)
+    except MemoryError:
+        raise
     except Exception as exc:  # noqa: BLE001 - as for Markdown: a problem of the row
         detail = f"{type(exc).__name__}: {exc}"
         raise BodyError(f"cannot make a text part from the HTML: {detail}") from exc

@@ -57,8 +57,8 @@ CHUNKS_AHEAD_PER_WORKER = 2
 
 # A row's result: its message (squeezed, when asked for: see shared_parts), or the problems
 # that keep it from being one. With ``keep_bytes=False`` (a check) a good row's result is
-# None: nothing to carry back.
-Built = ComposedMessage | Squeezed | tuple[Problem, ...] | None
+# the message's size in bytes: nothing more to carry back.
+Built = ComposedMessage | Squeezed | tuple[Problem, ...] | int
 
 
 def worker_count() -> int:
@@ -81,9 +81,9 @@ def build_all(
 ) -> Iterator[tuple[Recipient, Built]]:
     """Each recipient with its built message (or problems), in the order given.
     ``keep_bytes`` may be a question, asked as rows are handed out: whether their messages
-    are still wanted (else a good row's result is None). ``squeezed``: a message with
-    shared parts comes as a resolved ``Squeezed`` (else whole); workers hand theirs back
-    squeezed either way, to carry less."""
+    are still wanted (else a good row's result is its message's size). ``squeezed``: a
+    message with shared parts comes as a resolved ``Squeezed`` (else whole); workers hand
+    theirs back squeezed either way, to carry less."""
     from batchmail.check import MessageFactory
 
     if not callable(keep_bytes):
@@ -123,7 +123,7 @@ def _build(
         message = factory.build(recipient, date)
     except CampaignError as exc:
         return exc.problems
-    return message if keep_bytes else None
+    return message if keep_bytes else message.size
 
 
 class _Pool:

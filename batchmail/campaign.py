@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from batchmail.byte_sizes import parse_size
 from batchmail.errors import CampaignError
 from batchmail.unsubscribe import mailto_problem
 from batchmail.yaml_fields import MISSING, FieldReader, describe
 from batchmail.yaml_lines import read_yaml
+
+DEFAULT_MAX_SIZE = 25_000_000  # message.max_size: see MessageConfig
 
 Security = Literal["starttls", "tls", "none"]
 DEFAULT_PORTS: dict[str, int] = {"starttls": 587, "tls": 465, "none": 25}
@@ -74,6 +77,9 @@ class MessageConfig:
     attachments: tuple[str, ...] = ()  # path templates, relative to the campaign directory
     headers: tuple[tuple[str, str], ...] = ()  # (name, value template)
     unsubscribe: UnsubscribeConfig | None = None  # List-Unsubscribe (RFC 2369, RFC 8058)
+    # Bytes: `check` warns about a larger message (0: never). Gmail and Microsoft 365 take
+    # at most 25 MB, base64-encoded attachments included.
+    max_size: int = DEFAULT_MAX_SIZE
 
 
 @dataclass(frozen=True)
@@ -185,6 +191,7 @@ KEYS: dict[str, frozenset[str]] = {
             "attachments",
             "headers",
             "unsubscribe",
+            "max_size",
         }
     ),
     "send": frozenset(
@@ -416,7 +423,17 @@ class _Reader(FieldReader):
             attachments=self.attachments(values.get("attachments")),
             headers=self.headers(values.get("headers")),
             unsubscribe=self.unsubscribe(values.get("unsubscribe")),
+            max_size=self.max_size(values.get("max_size")),
         )
+
+    def max_size(self, value: Any) -> int:
+        if value is None:
+            return DEFAULT_MAX_SIZE
+        size = parse_size(value)
+        if isinstance(size, str):
+            self.problem("message.max_size", size)
+            return DEFAULT_MAX_SIZE
+        return size
 
     def unsubscribe(self, value: Any) -> UnsubscribeConfig | None:
         if value is None:

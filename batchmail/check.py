@@ -9,14 +9,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from batchmail.accounts import sender_check
+from batchmail.byte_sizes import describe_size
 from batchmail.campaign import Campaign
 from batchmail.compose import Composer
 from batchmail.errors import CampaignError, Problem
 from batchmail.outcomes import ComposedMessage
 from batchmail.prebuilt import Prebuilt
+from batchmail.problem_groups import problem_lines
 from batchmail.recipients import Recipient, read_rows
 from batchmail.render import Renderer
-from batchmail.shared_parts import SharedParts
+from batchmail.shared_parts import SharedParts, message_size
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ def check_campaign(campaign: Campaign, keep: Prebuilt | None = None) -> CheckRep
     # keeps it deterministic. Template problems raise CampaignError before any row is read.
     fixed = datetime(2000, 1, 1, tzinfo=UTC)
     built_problems: list[tuple[int, tuple[Problem, ...]]] = []
+    too_large = _SizeWarnings(campaign)
     for recipient, built in build_all(
         campaign,
         readable(),
@@ -98,7 +101,12 @@ def check_campaign(campaign: Campaign, keep: Prebuilt | None = None) -> CheckRep
     ):
         if isinstance(built, tuple):
             built_problems.append((recipient.row_number, located(recipient.row_number, built)))
-        elif built is not None and keep is not None:
+            continue
+        if isinstance(built, int):  # the size of a message not kept
+            too_large.check(recipient.row_number, built)
+            continue
+        too_large.check(recipient.row_number, message_size(built))
+        if keep is not None:
             keep.keep(built)
     problems = [
         problem
@@ -112,7 +120,29 @@ def check_campaign(campaign: Campaign, keep: Prebuilt | None = None) -> CheckRep
                 "no recipients: the file has a header row but no data rows",
             )
         )
-    return CheckReport(rows, tuple(problems), tuple(campaign_warnings(campaign, rows)))
+    warnings = (*campaign_warnings(campaign, rows), *too_large.warnings)
+    return CheckReport(rows, tuple(problems), warnings)
+
+
+class _SizeWarnings:
+    """A warning for each row whose message is over ``message.max_size``: the same text for
+    every row (the size is its detail), so that they are told as one line."""
+
+    def __init__(self, campaign: Campaign) -> None:
+        self._limit = campaign.message.max_size
+        self._where = campaign.recipients.file.name
+        self._text = (
+            f"the message is larger than message.max_size ({describe_size(self._limit)}): "
+            "many servers refuse it (Gmail and Microsoft 365 over 25 MB; attachments count "
+            "a third more, base64-encoded)"
+        )
+        self.warnings: list[Problem] = []
+
+    def check(self, row: int, size: int) -> None:
+        if self._limit and size > self._limit:
+            self.warnings.append(
+                Problem(f"{self._where}, row {row}", self._text, row, f"{describe_size(size)}")
+            )
 
 
 class _RowProblems:
@@ -133,12 +163,18 @@ class _RowProblems:
         )
 
 
-def require_valid(campaign: Campaign, keep: Prebuilt | None = None) -> int:
+def require_valid(
+    campaign: Campaign, keep: Prebuilt | None = None, note: Callable[[str], None] | None = None
+) -> int:
     """Raise CampaignError unless every row is good; return the number of rows. ``keep``:
-    see check_campaign."""
+    see check_campaign. ``note`` is told the warnings about rows (a message over
+    message.max_size); the campaign's own warnings are the caller's (see run_warnings)."""
     report = check_campaign(campaign, keep)
     if not report.ok:
         raise CampaignError(report.problems)
+    if note is not None:
+        for line in problem_lines([w for w in report.warnings if w.row is not None]):
+            note(f"warning: {line}")
     return report.rows
 
 

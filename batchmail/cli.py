@@ -57,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt as exc:
         return _interrupted(getattr(exc, "signum", signal.SIGINT))
+    except MemoryError:
+        _say(_out_of_memory(args.command), file=sys.stderr)
+        return EXIT_ABORTED
     except BrokenPipeError:
         # The reader went away (`batchmail status x | head`): nothing more to say to it, and
         # Python must not complain at exit while flushing what is left for it.
@@ -380,6 +383,21 @@ def _interrupted(signum: int) -> int:
     return EXIT_SIGNALLED + signum
 
 
+def _out_of_memory(command: str) -> str:
+    # A message is built whole in memory, its attachments with it: they are what grows.
+    sent = (
+        "; messages already sent are in the journal: `batchmail status` lists them, and "
+        "running the same command again continues"
+        if command in SENDING_COMMANDS
+        else ""
+    )
+    return (
+        f"batchmail: {command}: out of memory{sent}. Each message is built in memory with "
+        "its attachments, base64-encoded (a third larger): check the attachments' sizes "
+        "(`check` warns about messages over message.max_size), or give batchmail more memory"
+    )
+
+
 def _next_step_hint(campaign: Campaign, args: argparse.Namespace) -> str:
     path = args.campaign
     with _open_journal(campaign, args.allow_damaged_journal) as journal:
@@ -474,8 +492,8 @@ def _print_warnings(warnings: Sequence[Problem]) -> None:
     """Worth knowing, not stopping for: on stderr, one line each; the exit code is unchanged."""
     if warnings:
         _say(f"batchmail: {_count(len(warnings), 'warning')}:", file=sys.stderr)
-        for warning in warnings:
-            _say(f"  {warning}", file=sys.stderr)
+        for line in problem_lines(warnings):
+            _say(f"  {line}", file=sys.stderr)
 
 
 def _print_error(exc: BatchmailError, could_send: bool) -> None:

@@ -50,7 +50,7 @@ def dry_run(campaign: Campaign, out_dir: Path | None, progress: Progress | None)
     """Write each message as a .eml file plus manifest.csv; no server, no journal."""
     campaign = campaign_id.with_id(campaign)
     prebuilt = Prebuilt()
-    require_valid(campaign, prebuilt)
+    require_valid(campaign, prebuilt, progress.note if progress else None)
     campaign_id.keep(campaign)
     directory = out_dir or campaign.state_dir / "outbox"
     refuse_input(campaign, directory / MANIFEST_NAME, "--out")
@@ -76,7 +76,7 @@ def send(
     campaign = campaign_id.with_id(campaign)
     # With several sender accounts each runner goes through every row: build them again.
     prebuilt = Prebuilt() if len(campaign.smtp_accounts) == 1 else None
-    require_valid(campaign, prebuilt)
+    require_valid(campaign, prebuilt, progress.note if progress else None)
     campaign_id.keep(campaign)
     journal_file = journal_path(campaign)
     with campaign_lock(campaign), Journal.open(journal_file, allow_damaged) as journal:

@@ -219,6 +219,8 @@ class Renderer:
             except AddressError as exc:  # a value protect() refuses
                 problems.append(Problem(f"{where}, {compiled.label}", str(exc)))
                 return ""
+            except MemoryError:
+                raise  # not the row's problem: the command stops (see cli)
             # The templates are code the campaign's author wrote: any exception they raise
             # (UndefinedError, but also ZeroDivisionError, TypeError...) is a problem of the row.
             except Exception as exc:  # noqa: BLE001

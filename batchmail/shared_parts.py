@@ -72,6 +72,13 @@ def expand(item: ComposedMessage | Squeezed) -> ComposedMessage:
     return dataclasses.replace(item.message, parts=parts)
 
 
+def message_size(item: ComposedMessage | Squeezed) -> int:
+    """The whole message's length in bytes (a squeezed one resolved: see ``resolve``)."""
+    if isinstance(item, ComposedMessage):
+        return item.size
+    return sum(len(piece) for piece in item.pieces if isinstance(piece, bytes))
+
+
 def size_of(item: ComposedMessage | Squeezed) -> int:
     """What the item holds of its own (shared parts not counted)."""
     return item.size
