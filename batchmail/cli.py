@@ -420,18 +420,7 @@ def _next_step_hint(campaign: Campaign, args: argparse.Namespace) -> str:
 
 def _status(args: argparse.Namespace) -> int:
     campaign = load_campaign(args.campaign)
-    for option, path in (("--csv", args.csv), ("--export-failed", args.export_failed)):
-        if path:  # both checked before either is written
-            refuse_input(campaign, path, option)
-    if args.csv:
-        with _open_journal(campaign, args.allow_damaged_journal) as journal:
-            rows = write_csv_report(campaign, journal, args.csv)
-        _say(f"wrote {_count(rows, 'row')} to {args.csv}", file=sys.stderr)
-    if args.export_failed:
-        with _open_journal(campaign, args.allow_damaged_journal) as journal:
-            count = export_refused(campaign, journal, args.export_failed)
-        refused = _count(count, "permanently refused address", "permanently refused addresses")
-        _say(f"wrote {refused} to {args.export_failed}", file=sys.stderr)
+    _write_status_files(campaign, args)
     with (
         _open_journal(campaign, args.allow_damaged_journal) as journal,
         status_listing(campaign, journal, with_pending=args.json or args.all) as listing,
@@ -451,6 +440,22 @@ def _status(args: argparse.Namespace) -> int:
                 key, reply = shown(status.key, False), shown(reply, False)
                 _say(f"  row {status.row_number}  {key}  {status.status}{reply}")
     return EXIT_OK if sum(counts[s] for s in DONE) == sum(counts.values()) else EXIT_SOME_FAILED
+
+
+def _write_status_files(campaign: Campaign, args: argparse.Namespace) -> None:
+    """--csv and --export-failed, both paths checked before either file is written."""
+    for option, path in (("--csv", args.csv), ("--export-failed", args.export_failed)):
+        if path:
+            refuse_input(campaign, path, option)
+    if args.csv:
+        with _open_journal(campaign, args.allow_damaged_journal) as journal:
+            rows = write_csv_report(campaign, journal, args.csv)
+        _say(f"wrote {_count(rows, 'row')} to {args.csv}", file=sys.stderr)
+    if args.export_failed:
+        with _open_journal(campaign, args.allow_damaged_journal) as journal:
+            count = export_refused(campaign, journal, args.export_failed)
+        refused = _count(count, "permanently refused address", "permanently refused addresses")
+        _say(f"wrote {refused} to {args.export_failed}", file=sys.stderr)
 
 
 def _open_journal(
