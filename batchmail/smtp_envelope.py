@@ -6,14 +6,16 @@ a connection.
 from __future__ import annotations
 
 import re
-from collections.abc import Container, Iterator
+from collections.abc import Container, Iterator, Mapping
 from dataclasses import dataclass
 
+from batchmail.byte_sizes import describe_size
 from batchmail.outcomes import ComposedMessage, Outcome, Status
 from batchmail.wire import has_dot_lines
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LINE_END = re.compile(rb"\r\n|\r|\n")
+_SIZE_LIMIT = re.compile(r"[0-9]{1,20}")
 
 
 class Unsendable(Exception):
@@ -43,10 +45,12 @@ class Transaction:
 
 def transaction(message: ComposedMessage, extensions: Container[str]) -> Transaction | Outcome:
     """The envelope in wire form, or FAILED when this server cannot carry it.
-    ``extensions`` holds the server's EHLO keywords in lower case (as smtplib keeps them)."""
+    ``extensions`` holds the server's EHLO keywords in lower case (as smtplib keeps them),
+    mapped to their parameters when it is a mapping (smtplib's ``esmtp_features``)."""
     envelope = message.envelope
     smtputf8 = "smtputf8" in extensions
     try:
+        _check_size(message.size, extensions)
         mail_from = _wire_address("sender", envelope.mail_from, smtputf8)
         rcpt_tos = [_wire_address("recipient", a, smtputf8) for a in envelope.rcpt_tos]
         ascii_data = message.is_ascii
@@ -67,6 +71,18 @@ def transaction(message: ComposedMessage, extensions: Container[str]) -> Transac
         mail_options="".join(f" {option}" for option in options),
         command_encoding="utf-8" if needs_smtputf8 else "ascii",
     )
+
+
+def _check_size(size: int, extensions: Container[str]) -> None:
+    """Refuse a message larger than the server said it takes (SIZE, RFC 1870): sending it
+    would only end in a refusal after its last byte."""
+    stated = extensions.get("size", "") if isinstance(extensions, Mapping) else ""
+    limit = int(stated) if _SIZE_LIMIT.fullmatch(stated) else 0  # 0 or none: no limit stated
+    if limit and size > limit:
+        raise Unsendable(
+            f"not sent: the message is {describe_size(size)} ({size:,} bytes), larger than the "
+            f"{describe_size(limit)} ({limit:,} bytes) the server takes (its SIZE, RFC 1870)"
+        )
 
 
 def payload(message: ComposedMessage, *, chunking: bool) -> tuple[bytes, ...]:

@@ -545,6 +545,7 @@ class SmtpTestServer:
     ``auth_mechanisms`` (e.g. ("PLAIN",)) makes the server require AUTH as alice/s3cret-pw,
     offered over plain connections too so that tests can use ``insecure_auth``. ``mode``:
     what it offers beyond aiosmtpd's own extensions (see the module's docstring).
+    ``data_size_limit``: the SIZE it advertises and enforces.
     """
 
     def __init__(
@@ -556,6 +557,7 @@ class SmtpTestServer:
         auth_mechanisms: tuple[str, ...] = (),
         smtputf8: bool = True,
         mode: Mode = DEFAULT_MODE,
+        data_size_limit: int | None = None,
     ) -> None:
         if security != "none" and certificates is None:
             raise ValueError(f"security {security!r} needs certificates")
@@ -565,6 +567,8 @@ class SmtpTestServer:
         self.auth_mechanisms = auth_mechanisms
         self.smtputf8 = smtputf8
         self.mode = mode
+        # aiosmtpd advertises it in SIZE and refuses larger data (552); None: its own 32 MiB
+        self.data_size_limit = data_size_limit
         self.host = HOST
         self.port = 0
         self._controller: Controller | None = None
@@ -592,6 +596,8 @@ class SmtpTestServer:
             "server_hostname": "smtp.test",
             "enable_SMTPUTF8": self.smtputf8,
         }
+        if self.data_size_limit is not None:
+            options["data_size_limit"] = self.data_size_limit
         if self.certificates is not None and self.security == "starttls":
             options["tls_context"] = self.certificates.server_context()
         if self.certificates is not None and self.security == "tls":

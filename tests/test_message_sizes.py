@@ -4,13 +4,15 @@ aiosmtpd server."""
 
 from __future__ import annotations
 
+import re
 import resource
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from campaign_files import batchmail, people, write_campaign
+from campaign_files import batchmail, people, status_json, write_campaign
+from servers import MODES, StartServer
 
 from batchmail.byte_sizes import parse_size
 
@@ -89,6 +91,33 @@ def test_sizes_are_read_as_written(value: object, size: int) -> None:
 @pytest.mark.parametrize("value", ["25", "25 M", "1e3MB", -1, 2.5, True, "25 MB extra"])
 def test_anything_else_is_refused(value: object) -> None:
     assert isinstance(parse_size(value), str)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_message_over_the_servers_size_is_failed_unsent_and_the_others_go(
+    tmp_path: Path, start_smtp_server: StartServer, mode: str
+) -> None:
+    server = start_smtp_server(data_size_limit=MB, mode=mode)
+    sizes = {"a.bin": 1000, "big.bin": 2 * MB, "c.bin": 1000}
+    campaign = with_attachments(
+        tmp_path, sizes, server=server, smtp=None, message={"attachments": ["files/{{ file }}"]}
+    )
+    result = batchmail("run", campaign)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(m.rcpt_tos[0] for m in server.messages) == [
+        "person1@example.org",
+        "person3@example.org",
+    ]
+    assert server.commands.count("MAIL") == 2  # nothing of the large one went out
+    (failed,) = status_json(campaign)["recipients"]
+    assert failed["key"] == "person2@example.org"
+    assert failed["status"] == "failed"
+    assert re.fullmatch(
+        r"not sent: the message is 2\.74 MB \(2,7\d\d,\d{3} bytes\), larger than the 1 MB "
+        r"\(1,000,000 bytes\) the server takes \(its SIZE, RFC 1870\)",
+        failed["reply"],
+    )
 
 
 def _limit_memory() -> None:
