@@ -103,6 +103,7 @@ _RESERVED_SCHEMA = """CREATE TABLE IF NOT EXISTS reserved (
     reserved_at TEXT NOT NULL
 ) WITHOUT ROWID"""  # one b-tree: a mark's delete dirties one page, not two
 _BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
+_READER_LOOKS = 3  # see _recovered_for_reading
 _COLUMNS = ", ".join(COLUMNS)
 # Primary SQLite result code -> what the user can do about it.
 _HINTS = {
@@ -633,9 +634,18 @@ def _closed_on_error(connection: sqlite3.Connection, path: Path) -> Iterator[Non
 
 def _identify(connection: sqlite3.Connection, path: Path) -> bool:
     """True for a blank database; raise unless the file is a journal we can read."""
-    application_id = connection.execute("PRAGMA application_id").fetchone()[0]
-    version = connection.execute("PRAGMA user_version").fetchone()[0]
-    objects = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    # One snapshot for the three: read one by one, a writer creating the journal meanwhile
+    # made a reader see its tables without its application id, "another SQLite database".
+    own = not connection.in_transaction
+    if own:
+        connection.execute("BEGIN")
+    try:
+        application_id = connection.execute("PRAGMA application_id").fetchone()[0]
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        objects = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    finally:
+        if own:
+            _rollback(connection)
     if application_id == 0 and version == 0 and objects == 0:
         return True
     if application_id != APPLICATION_ID:
@@ -743,6 +753,35 @@ def _in_doubt(
     return bool(problems)
 
 
+def _recovered_for_reading(
+    connection: sqlite3.Connection,
+    path: Path,
+    boot: str | None,
+    marker: SentMarker | None,
+    allow_damaged: bool,
+) -> dict[str, journal_fold.Row]:
+    """journal_fold.recovered for a reader, the damage checks passed. A running writer may
+    commit and move its side log on between the reader's look at the journal and its look
+    at the log, which then disagree: only a disagreement seen again is damage."""
+    for attempt in range(_READER_LOOKS):
+        # One snapshot for the entries and the generation they hold: a writer folding its
+        # log meanwhile must not have its lines counted twice.
+        connection.execute("BEGIN")
+        try:
+            folded, log = _side_log(connection, path)
+            logged = log.events if log is not None and log.generation > folded else []
+            try:
+                in_doubt = _in_doubt(connection, path, folded, log, boot, marker, allow_damaged)
+            except RunAborted:
+                if attempt + 1 == _READER_LOOKS:
+                    raise
+                continue
+            return journal_fold.recovered(connection, None if in_doubt else boot, logged)
+        finally:
+            _rollback(connection)
+    raise AssertionError("unreachable")
+
+
 def _reading_view(
     connection: sqlite3.Connection,
     path: Path,
@@ -759,16 +798,7 @@ def _reading_view(
     ).fetchone()[0]
     if not has_table:
         return "entries"
-    # One snapshot for the entries and the generation they hold: a writer folding its log
-    # meanwhile must not have its lines counted twice.
-    connection.execute("BEGIN")
-    try:
-        folded, log = _side_log(connection, path)
-        logged = log.events if log is not None and log.generation > folded else []
-        in_doubt = _in_doubt(connection, path, folded, log, boot, marker, allow_damaged)
-        changed = journal_fold.recovered(connection, None if in_doubt else boot, logged)
-    finally:
-        _rollback(connection)
+    changed = _recovered_for_reading(connection, path, boot, marker, allow_damaged)
     if not changed:
         return "entries"
     connection.execute(f"CREATE TEMP TABLE changed AS SELECT {_COLUMNS} FROM main.entries LIMIT 0")

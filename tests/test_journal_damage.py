@@ -24,6 +24,9 @@ from campaign_files import batchmail, people, status_json, write_campaign
 from journal_probe import journal_file, statuses
 from servers import RecordingHandler, SmtpTestServer, StartServer
 
+from batchmail.errors import RunAborted
+from batchmail.journal import Journal
+
 RECIPIENTS = 80
 STALL_AT = 30  # the run is killed while the server holds this many messages and one more
 
@@ -297,3 +300,32 @@ def test_after_any_damage_batchmail_refuses_or_resends_nobody_recorded_sent(
             outcomes["went on"] += 1
     print(dict(outcomes))
     assert outcomes["refused"] >= len(FILES)  # not a test that passes by never damaging
+
+
+def test_status_during_a_run_never_takes_the_run_for_damage(
+    tmp_path: Path, smtp_server: SmtpTestServer
+) -> None:
+    # The running writer commits and moves its side log on between a reader's look at the
+    # journal and its look at the log: the reader must not call that damage.
+    campaign = write_campaign(tmp_path, people(400), server=smtp_server, send={"window": 2})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "batchmail", "run", str(campaign), "--quiet"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    reads = refusals = 0
+    path = journal_file(campaign)
+    while process.poll() is None:
+        try:
+            journal = Journal.open_readonly(path)
+        except RunAborted as exc:
+            refusals += 1
+            print(exc)
+            continue
+        if journal is not None:
+            journal.close()
+            reads += 1
+    assert process.returncode == 0, process.stderr.read() if process.stderr else ""
+    assert reads > 20 and refusals == 0, (reads, refusals)
