@@ -155,7 +155,17 @@ class Runner:
             for transport in self.transports:
                 if id(transport) not in self._cut_off:
                     transport.close()
+        self._count_unmade_retries()
         return self._summary
+
+    def _count_unmade_retries(self) -> None:
+        """A stop leaves retries not made: a message the server deferred stays deferred in
+        the journal, and the summary must say so as ``status`` will; one whose connection
+        went before its first attempt (attempt 0) stays pending, as it is."""
+        for retry in self._retries:
+            if retry.attempt > 0:
+                self._summary.counts[Status.DEFERRED.value] += 1
+        self._retries.clear()
 
     # --- what to send -------------------------------------------------------------------
 
