@@ -65,12 +65,19 @@ class RecipientStatus:
 def recipient_statuses(campaign: Campaign, journal: Journal | None) -> Iterator[RecipientStatus]:
     """Every CSV recipient in row order with its journalled status (or pending). A recipient
     on an exclusion list that was not sent (nor possibly sent) reads as suppressed."""
+    for _, status in _recipients_with_statuses(campaign, journal):
+        yield status
+
+
+def _recipients_with_statuses(
+    campaign: Campaign, journal: Journal | None
+) -> Iterator[tuple[Recipient, RecipientStatus]]:
     suppressed = _suppression_test(campaign)
     for recipient, entry in with_entries(journal, read_recipients(campaign.recipients)):
         status = _status_of(recipient.key, recipient.row_number, entry)
         if status.status not in ("sent", "unknown") and suppressed(recipient):
             status = dataclasses.replace(status, status="suppressed")
-        yield status
+        yield recipient, status
 
 
 @contextlib.contextmanager
@@ -185,10 +192,9 @@ def write_csv_report(campaign: Campaign, journal: Journal | None, path: Path) ->
     def write(handle: TextIO) -> int:
         writer = csv.writer(handle)
         rows = 0
-        for recipient, entry in with_entries(journal, read_recipients(campaign.recipients)):
+        for recipient, status in _recipients_with_statuses(campaign, journal):
             if rows == 0:
                 writer.writerow(spreadsheet.row([*recipient.fields, *REPORT_COLUMNS]))
-            status = _status_of(recipient.key, recipient.row_number, entry)
             reply = f"{status.code} {status.reply}" if status.code else status.reply
             cells = [*recipient.fields.values(), status.status, reply, status.sent_at]
             writer.writerow(spreadsheet.row(cells))

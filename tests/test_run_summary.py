@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from campaign_files import people, status_json, write_campaign
+from campaign_files import batchmail, people, status_json, write_campaign
 from servers import GreylistingHandler, StartServer
 
 
@@ -39,3 +40,30 @@ def test_a_run_stopped_while_a_retry_waits_counts_that_row_deferred(
     assert process.returncode == 130, stderr
     assert status_json(campaign)["counts"]["deferred"] == 1
     assert "3 sent, 0 failed, 1 deferred, 0 unknown" in stdout, stdout
+
+
+def excluding(campaign: Path, *addresses: str) -> Path:
+    """``campaign`` with an exclusion list naming ``addresses``."""
+    (campaign.parent / "unsubscribed.txt").write_text("".join(f"{a}\n" for a in addresses))
+    text = campaign.read_text().replace(
+        "  file: people.csv\n", "  file: people.csv\n  exclude: [unsubscribed.txt]\n"
+    )
+    campaign.write_text(text)
+    return campaign
+
+
+def test_status_csv_labels_an_excluded_row_suppressed_as_status_does(
+    tmp_path: Path, start_smtp_server: StartServer
+) -> None:
+    server = start_smtp_server()
+    campaign = write_campaign(tmp_path, people(3), server=server)
+    excluding(campaign, "person2@example.org")
+    assert batchmail("run", campaign).returncode == 0
+    report = tmp_path / "report.csv"
+
+    assert batchmail("status", campaign, "--csv", report).returncode == 0
+
+    with report.open(newline="") as handle:
+        statuses = [row["batchmail_status"] for row in csv.DictReader(handle)]
+    assert statuses == ["sent", "suppressed", "sent"]
+    assert "  row 2  person2@example.org  suppressed" in batchmail("status", campaign).stdout
