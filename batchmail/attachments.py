@@ -7,12 +7,16 @@ per run: ``AttachmentPart`` keeps the part and, for the fast path, its serialize
 
 from __future__ import annotations
 
+import base64
+import codecs
 import hashlib
+import io
 import mimetypes
 import os.path
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from email.message import MIMEPart
+from functools import cached_property
 from pathlib import Path
 
 from batchmail.addresses import HeaderError, check_header_value
@@ -24,41 +28,51 @@ _COMPRESSED_TYPES = {"gzip": "application/gzip", "bzip2": "application/x-bzip2"}
 
 @dataclass(frozen=True)
 class AttachmentPart:
-    """One attachment, encoded: the part (for the email package) and its bytes as the
-    generator writes them inside a message (for the fast path)."""
+    """One attachment, encoded: its bytes as the generator writes them inside a message
+    (the fast path sends them as they are), and the part for the email package."""
 
-    part: MIMEPart
+    made: MIMEPart  # the part; see ``payload_later``
     wire: bytes
     content_id: str = ""  # an inline image's Content-ID, without the angle brackets
     dot_lines: bool = True  # whether a line of ``wire`` begins with a dot (see has_dot_lines)
+    # The part was made without its payload, which ``wire`` holds: it is put in when the
+    # reference path first asks (see ``part``), so a large file is held once, as ``wire``.
+    payload_later: bool = False
+
+    @cached_property
+    def part(self) -> MIMEPart:
+        """The part for the email package; its generator writes ``wire`` again."""
+        if self.payload_later:
+            body = self.wire.partition(b"\r\n\r\n")[2]
+            # As set_content leaves it: "\n" line ends, which the generator writes as CRLF.
+            self.made.set_payload(body.replace(b"\r\n", b"\n").decode("ascii"))
+        return self.made
+
+
+# Bytes read and encoded at a time: whole base64 lines (57 bytes make 76 characters).
+_CHUNK = 57 * 16384
 
 
 def read_part(path: Path, filename: str) -> AttachmentPart | str:
     """The attachment for ``path``, named ``filename``, or why it cannot be made."""
-    content = _read(path, filename)
-    if isinstance(content, str):
-        return content
-    content_type, encoding = mimetypes.guess_type(filename)
-    if encoding:  # e.g. .tar.gz: what is sent is the compressed file
-        content_type = _COMPRESSED_TYPES.get(encoding)
-    maintype, subtype = (content_type or "application/octet-stream").split("/", 1)
-    params = None
-    if maintype == "text":
-        # Readers need a text part's charset to show it. UTF-8 (ASCII included) is said;
-        # other text, whose charset cannot be told from its bytes, goes as a file of bytes.
-        if _is_utf8(content):
-            params = {"charset": "utf-8"}
-        else:
-            maintype, subtype = "application", "octet-stream"
-    return _part(path, content, maintype, subtype, filename, "attachment", None, params)
 
+    def make() -> AttachmentPart | str:
+        content_type, encoding = mimetypes.guess_type(filename)
+        if encoding:  # e.g. .tar.gz: what is sent is the compressed file
+            content_type = _COMPRESSED_TYPES.get(encoding)
+        maintype, subtype = (content_type or "application/octet-stream").split("/", 1)
+        params = None
+        if maintype == "text":
+            # Readers need a text part's charset to show it. UTF-8 (ASCII included) is
+            # said; other text, whose charset cannot be told from its bytes, goes as a
+            # file of bytes.
+            if _is_utf8(path):
+                params = {"charset": "utf-8"}
+            else:
+                maintype, subtype = "application", "octet-stream"
+        return _part(path, maintype, subtype, filename, "attachment", None, params)
 
-def _is_utf8(content: bytes) -> bool:
-    try:
-        content.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
+    return _reading(path, filename, make)
 
 
 def read_inline_image(path: Path, filename: str) -> AttachmentPart | str:
@@ -68,18 +82,24 @@ def read_inline_image(path: Path, filename: str) -> AttachmentPart | str:
     content_type, encoding = mimetypes.guess_type(filename)
     if encoding or not content_type or not content_type.startswith("image/"):
         return f"{filename!r} is not an image (by its name: .png, .jpg, .gif, .svg...)"
-    content = _read(path, filename)
-    if isinstance(content, str):
-        return content
-    content_id = f"{hashlib.sha256(content).hexdigest()[:32]}@batchmail"
     maintype, subtype = content_type.split("/", 1)
-    return _part(path, content, maintype, subtype, filename, "inline", content_id)
+
+    def make() -> AttachmentPart | str:
+        digest = hashlib.sha256()
+        for chunk in _chunks(path):
+            digest.update(chunk)
+        content_id = f"{digest.hexdigest()[:32]}@batchmail"
+        return _part(path, maintype, subtype, filename, "inline", content_id)
+
+    return _reading(path, filename, make)
 
 
-def _read(path: Path, filename: str) -> bytes | str:
+def _reading(
+    path: Path, filename: str, make: Callable[[], AttachmentPart | str]
+) -> AttachmentPart | str:
     try:
         check_header_value("attachment file name", filename)
-        return path.read_bytes()
+        return make()
     except HeaderError as exc:
         return str(exc)
     except FileNotFoundError:
@@ -90,9 +110,26 @@ def _read(path: Path, filename: str) -> bytes | str:
         return f"cannot read {path}: {exc.strerror}"
 
 
+def _chunks(path: Path) -> Iterator[bytes]:
+    """The file's bytes, a chunk at a time: a large file is never in memory whole."""
+    with path.open("rb") as file:
+        while chunk := file.read(_CHUNK):
+            yield chunk
+
+
+def _is_utf8(path: Path) -> bool:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        for chunk in _chunks(path):
+            decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _part(
     path: Path,
-    content: bytes,
     maintype: str,
     subtype: str,
     filename: str,
@@ -100,25 +137,28 @@ def _part(
     content_id: str | None,
     params: dict[str, str] | None = None,
 ) -> AttachmentPart | str:
+    """The part's headers as the email package writes them (set_content of bytes: always
+    base64, so the part can never contain a MIME boundary; nothing in them depends on the
+    bytes), then the file encoded as it would, a chunk at a time, into one buffer that
+    becomes the part's bytes without a copy (BytesIO.getvalue)."""
     part = MIMEPart(policy=POLICY)
-    # Bytes content: always base64, so the part can never contain a MIME boundary.
     cid = f"<{content_id}>" if content_id else None
     part.set_content(
-        content,
-        maintype,
-        subtype,
-        disposition=disposition,
-        filename=filename,
-        cid=cid,
-        params=params,
+        b"", maintype, subtype, disposition=disposition, filename=filename, cid=cid, params=params
     )
     # A multipart's generator writes each part with a clone of itself: as_bytes with the
     # same policy gives the same bytes.
-    wire = part.as_bytes(policy=POLICY)
-    trouble = wire_problem(wire)
-    if trouble:  # base64 in 76-character lines: not expected, but never sent unchecked
-        return f"cannot encode {path}: {trouble}"
-    return AttachmentPart(part, wire, content_id or "", has_dot_lines(wire))
+    head = part.as_bytes(policy=POLICY)
+    trouble = wire_problem(head)
+    if trouble or not head.endswith(b"\r\n\r\n"):
+        return f"cannot encode {path}: {trouble or 'unexpected part headers'}"
+    buffer = io.BytesIO()
+    buffer.write(head)
+    for chunk in _chunks(path):
+        # base64 in 76-character lines, CRLF-ended: never scanned again for long lines.
+        buffer.write(base64.encodebytes(chunk).replace(b"\n", b"\r\n"))
+    wire = buffer.getvalue()
+    return AttachmentPart(part, wire, content_id or "", has_dot_lines(head), len(wire) > len(head))
 
 
 # Jinja's delimiters: a pattern's literal prefix ends where the first of them begins.

@@ -111,7 +111,7 @@ class Outbox:
         name = eml_name(message.row_number, message.key)
         # Same protocol as the SMTP session: the journal hears of it before the data goes out.
         before_data()
-        self._write_atomically(self.directory / name, message.data)
+        self._write_atomically(self.directory / name, message.parts)
         envelope = message.envelope
         row = (message.row_number, message.key, name, envelope.mail_from)
         self._append((*row, " ".join(envelope.rcpt_tos), message.message_id))
@@ -135,8 +135,9 @@ class Outbox:
     ) -> None:
         self.close()
 
-    def _write_atomically(self, path: Path, data: bytes) -> None:
+    def _write_atomically(self, path: Path, parts: Sequence[bytes]) -> None:
         """Write to a temporary name, then rename: a kill never leaves half a file under ``path``.
+        Part by part: a large attachment is written from the one copy the run holds.
 
         No fsync: a dry run guards against an interrupted process, not a power cut.
         """
@@ -145,7 +146,7 @@ class Outbox:
             descriptor, temporary = tempfile.mkstemp(dir=self.directory, prefix=_TEMP_PREFIX)
             try:
                 with open(descriptor, "wb") as file:
-                    file.write(data)
+                    file.writelines(parts)
                 os.replace(temporary, path)
             except BaseException:
                 with contextlib.suppress(OSError):

@@ -30,7 +30,7 @@ from batchmail.outcomes import ComposedMessage, Outcome, RecipientRefusal, Statu
 from batchmail.secret_forms import SecretForms
 from batchmail.smtp_connect import Endpoint, ServerUnreachable, open_connection, reply_text
 from batchmail.smtp_dialogue import LoggedSMTP, LoggedSMTP_SSL
-from batchmail.smtp_envelope import Transaction, dot_stuff, transaction
+from batchmail.smtp_envelope import END_OF_DATA, Transaction, dot_stuff, payload, transaction
 from batchmail.smtp_pipeline import Pipeline
 from batchmail.smtp_replies import LOST_AFTER_DATA, LOST_BEFORE_DATA, all_refused
 from batchmail.smtp_wire import Wire
@@ -348,7 +348,8 @@ class SmtpSession:
 
     def _send_data(self, smtp: smtplib.SMTP, message: ComposedMessage) -> tuple[int, str]:
         assert isinstance(smtp, LoggedSMTP | LoggedSMTP_SSL)
-        smtp.send_data(dot_stuff(message.data, message.crlf_only, message.dot_lines))
+        # Part by part: a large attachment goes from the one copy the run holds.
+        smtp.send_data((*payload(message, chunking=False), END_OF_DATA))
         sock = smtp.sock
         assert sock is not None  # send() raises when the socket is gone
         # RFC 5321 4.5.3.2.6: the server may take long to accept the data; other replies may not.

@@ -17,7 +17,7 @@ from __future__ import annotations
 import smtplib
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from batchmail.secret_forms import REDACTED, SecretForms
@@ -89,11 +89,12 @@ class _Logged:
                     self.debug_log.client(line)
         super().send(s)  # type: ignore[misc]
 
-    def send_data(self, payload: bytes) -> None:
-        """The message data (already in wire form): logged by size only."""
+    def send_data(self, parts: Sequence[bytes]) -> None:
+        """The message data (already in wire form, in parts): logged by size only."""
         if self.debug_log is not None:
-            self.debug_log.data(len(payload))
-        smtplib.SMTP.send(self, payload)  # type: ignore[arg-type]
+            self.debug_log.data(sum(map(len, parts)))
+        for part in parts:
+            smtplib.SMTP.send(self, part)  # type: ignore[arg-type]
 
     def getreply(self) -> tuple[int, bytes]:
         if self.sock is not None:

@@ -125,18 +125,38 @@ def _limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def test_running_out_of_memory_is_exit_3_with_a_hint(tmp_path: Path) -> None:
-    # 256 MB of attachment, 341 MB base64-encoded: more than the limit allows.
-    campaign = with_attachments(
-        tmp_path, {"big.bin": 256 << 20}, message={"attachments": ["files/{{ file }}"]}
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "batchmail", "check", str(campaign)],
+def _with_limited_memory(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "batchmail", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=120,
         preexec_fn=_limit_memory,
     )
+
+
+def test_an_attachment_is_held_once_encoded(tmp_path: Path) -> None:
+    # 64 MB, 87 MB base64-encoded: the file, its encoding and the message each held once
+    # or twice would not fit in the limit.
+    campaign = with_attachments(
+        tmp_path,
+        {"a.bin": 64 << 20, "b.bin": 1000},
+        message={"attachments": ["files/{{ file }}", "files/b.bin"], "max_size": 0},
+    )
+    checked = _with_limited_memory("check", campaign)
+    assert checked.returncode == 0, checked.stderr
+    dry = _with_limited_memory("run", "--dry-run", campaign, "--out", tmp_path / "out")
+    assert dry.returncode == 0, dry.stderr
+    eml = sorted((tmp_path / "out").glob("*.eml"))
+    assert len(eml) == 2 and eml[0].stat().st_size > 87 * MB
+
+
+def test_running_out_of_memory_is_exit_3_with_a_hint(tmp_path: Path) -> None:
+    # 256 MB of attachment, 341 MB base64-encoded: more than the limit allows.
+    campaign = with_attachments(
+        tmp_path, {"big.bin": 256 << 20}, message={"attachments": ["files/{{ file }}"]}
+    )
+    result = _with_limited_memory("check", campaign)
     assert result.returncode == 3, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("batchmail: check: out of memory.")
