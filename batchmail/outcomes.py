@@ -41,6 +41,9 @@ class Outcome:
     # False when not a byte of the message's transaction left for the server (the connection
     # went before its turn): it was never attempted, and stays pending.
     reached_server: bool = True
+    # True when the server closed the session (421) at RSET or MAIL, before this message's
+    # recipients were named: a verdict on the session, not on the message (see the runner).
+    session_closed: bool = False
     # The envelope recipients that have the message now (their RCPT and the data accepted),
     # when the row's status does not say it went to all of them: see row_outcome.
     accepted: tuple[str, ...] = ()

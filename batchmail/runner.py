@@ -277,12 +277,13 @@ class Runner:
     def _session(self, transport: Transport) -> None:
         send = self.campaign.send
         sent_in_session = 0
+        served = 0  # transactions the connection has answered (see _send)
         while not self._stopping():
             if send.max_per_session and sent_in_session >= send.max_per_session:
                 transport.close()
             if not transport.connected:
                 self._connect(transport)
-                sent_in_session = 0
+                sent_in_session = served = 0
             # Asked once connected: how many messages a batch can carry depends on what the
             # server offers (SmtpSession folds send.window in; see delivery._transports).
             size = transport.window
@@ -301,14 +302,19 @@ class Runner:
                     self._bucket.take()
                     for domain in _domains(message, self._domain_buckets):
                         self._domain_buckets[domain].take()
-                self._send(transport, batch)
+                served = self._send(transport, batch, served)
             finally:
                 with self._lock:
                     self._in_progress -= 1
                     self._unanswered[id(transport)] = 0
             sent_in_session += len(batch)
 
-    def _send(self, transport: Transport, batch: list[tuple[ComposedMessage, int]]) -> None:
+    def _send(
+        self, transport: Transport, batch: list[tuple[ComposedMessage, int]], served: int
+    ) -> int:
+        """Send the batch on the transport's connection, which has answered ``served``
+        transactions before it; record and requeue what came back. Returns ``served`` after
+        the batch."""
         messages = [message for message, _ in batch]
         journal = self.journal
 
@@ -364,6 +370,21 @@ class Runner:
                     retry = _Retry(self.clock(), next(self._order), message, attempt)
                     heapq.heappush(self._retries, retry)
                     continue
+                if outcome.session_closed and served:
+                    # The server closed the session at MAIL, after answering others on it
+                    # (a limit per connection): it never judged this message, which goes
+                    # again at once, on the next session, with no attempt used up. A session
+                    # that closes at its first MAIL costs the message an attempt: every
+                    # session uses up one at least, so a server that takes nothing still
+                    # ends the run.
+                    retry = _Retry(self.clock(), next(self._order), message, attempt)
+                    heapq.heappush(self._retries, retry)
+                    self._note(
+                        f"row {message.row_number} ({message.key}): {_reply_text(outcome)}; "
+                        "sending it again on a new session"
+                    )
+                    continue
+                served += 1
                 rest = still_to_reach(message, outcome.accepted)  # never twice to anyone
                 if retryable and attempt < retries and rest is not None:
                     wait = delay * 2**attempt
@@ -377,6 +398,7 @@ class Runner:
                 self._summary.counts[outcome.status.value] += 1
                 if self.progress:
                     self.progress.outcome(message, outcome)
+        return served
 
     def _capped(self) -> bool:
         """The daily limit is used up and a recipient is still waiting: stop cleanly."""

@@ -321,14 +321,21 @@ class SmtpSession:
             code, text = _command(smtp, "rset")
             if code != 250:
                 self._drop()  # a server that cannot reset is in no state for more mail
-                return Outcome(Status.DEFERRED, code, f"RSET refused: {text}", transient=True)
+                return Outcome(
+                    Status.DEFERRED,
+                    code,
+                    f"RSET refused: {text}",
+                    transient=True,
+                    session_closed=code == 421,
+                )
         self._used = True
         smtp.command_encoding = transaction.command_encoding
         code, text = _command(
             smtp, "mail", f"FROM:<{transaction.mail_from}>{transaction.mail_options}"
         )
         if not 200 <= code < 300:
-            return self._refusal(code, text)
+            outcome = self._refusal(code, text)
+            return dataclasses.replace(outcome, session_closed=code == 421)
         refused: list[RecipientRefusal] = []
         accepted = 0
         for given, sent in transaction.rcpt_tos:

@@ -9,7 +9,7 @@ when the conversation ended before every reply came.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 
 from batchmail.outcomes import Outcome, RecipientRefusal, Status
@@ -179,7 +179,7 @@ class TransactionReplies:
         """What became of the message, given how much of it went out and, when the
         conversation ended before every reply came, why (``lost``: "connection reset")."""
         if self._rset is not None and self._rset.code == 421:
-            return _refusal(self._rset)
+            return replace(_refusal(self._rset), session_closed=True)
         decided = self._decided()
         if decided is not None:
             return decided
@@ -220,7 +220,7 @@ class TransactionReplies:
         """The outcome fixed before the data counts: MAIL refused, 421 to a RCPT, or every
         RCPT answered and none accepted (then the reply to DATA/BDAT does not matter)."""
         if self._mail is not None and not 200 <= self._mail.code < 300:
-            return _refusal(self._mail)
+            return replace(_refusal(self._mail), session_closed=self._mail.code == 421)
         refused: list[RecipientRefusal] = []
         for address, reply in zip(self._rcpt_tos, self._rcpt_replies, strict=False):
             if reply.code == 421:

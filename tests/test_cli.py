@@ -253,7 +253,37 @@ def test_421_reconnects_and_every_message_arrives_once(
     assert result.returncode == 0, result.stdout + result.stderr
     ids = smtp_server_421.message_ids()
     assert len(ids) == 7 and len(set(ids)) == 7
-    assert smtp_server_421.commands.count("EHLO") >= 3
+    # Two messages a session, the third 421'd at MAIL goes first on the next: 2+2+2+1.
+    assert smtp_server_421.commands.count("EHLO") == 4
+    assert "retry" not in result.stderr  # no message used up an attempt of its own
+
+
+def test_421_at_mail_after_a_message_uses_up_no_retry(
+    tmp_path: Path, smtp_server_421: SmtpTestServer
+) -> None:
+    # One message a session, and no retries: each 421 at MAIL is the session's doing, so
+    # every message still goes, each first on a session of its own.
+    smtp_server_421.handler.close_after = 1  # type: ignore[attr-defined]
+    campaign = write_campaign(tmp_path, people(4), server=smtp_server_421, send={"retries": 0})
+    result = batchmail("run", campaign)
+    assert result.returncode == 0, result.stdout + result.stderr
+    ids = smtp_server_421.message_ids()
+    assert len(ids) == 4 and len(set(ids)) == 4
+    assert smtp_server_421.commands.count("EHLO") == 4
+    assert status_json(campaign)["counts"]["sent"] == 4
+
+
+def test_a_server_that_421s_every_first_mail_still_ends_the_run(
+    tmp_path: Path, smtp_server_421: SmtpTestServer
+) -> None:
+    # No session takes a message: each costs one attempt, so the run ends after
+    # send.retries + 1 sessions a message, everything deferred.
+    smtp_server_421.handler.close_after = 0  # type: ignore[attr-defined]
+    campaign = write_campaign(tmp_path, people(3), server=smtp_server_421)  # retries: 2
+    result = batchmail("run", campaign)
+    assert result.returncode != 0 and "3 deferred" in result.stdout, result.stdout
+    assert smtp_server_421.messages == []
+    assert smtp_server_421.commands.count("MAIL") == 3 * 3  # a session each
 
 
 def test_max_per_session_opens_fresh_sessions(tmp_path: Path, smtp_server: SmtpTestServer) -> None:

@@ -511,6 +511,7 @@ def test_421_defers_and_disconnects_then_a_reconnect_works(smtp_server_421: Smtp
 
     assert first.status is Status.SENT
     assert (second.status, second.code, second.transient) == (Status.DEFERRED, 421, True)
+    assert second.session_closed and not first.session_closed  # the session's verdict
     assert not session.connected
     session.connect()
     assert session.send(make_message(2), BeforeData()).status is Status.SENT

@@ -543,6 +543,7 @@ def test_421_mid_window_then_the_rest_on_a_new_connection(
 
     assert statuses(outcomes[:3]) == [Status.SENT, Status.SENT, Status.DEFERRED]
     assert (outcomes[2].code, outcomes[2].transient) == (421, True)
+    assert outcomes[2].session_closed  # the session's verdict, not the message's
     if mode == "chunking":  # their data went out before the 421 came back: it may be there
         assert statuses(outcomes[3:]) == [Status.UNKNOWN] * 2
     else:  # nothing of them went out
