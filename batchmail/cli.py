@@ -29,7 +29,7 @@ from batchmail.problem_groups import problem_lines
 from batchmail.recipients import read_rows
 from batchmail.report import (
     DONE,
-    count_statuses,
+    STATUSES,
     export_refused,
     journal_path,
     json_status,
@@ -340,17 +340,12 @@ def _finish(campaign: Campaign, args: argparse.Namespace, result: RunResult, dry
     parts = ", ".join(f"{counts[s.value]} {s.value}" for s in Status)
     if result.summary.suppressed:
         parts += f", {result.summary.suppressed} suppressed (on an exclusion list)"
-    done = (
-        f"; {result.summary.skipped} left alone (already in the journal)"
-        if result.summary.skipped
-        else ""
-    )
     if result.summary.selected == 0:
         statuses = ", ".join(f"{n} {s}" for s, n in result.statuses.items() if n)
         _say(f"{campaign.name}: nothing to send{': ' if statuses else ''}{statuses}.")
     else:
         where = f" Delivered to {result.delivered_to}." if counts[Status.SENT.value] else ""
-        _say(f"{campaign.name}: {parts}{done}.{where}")
+        _say(f"{campaign.name}, this run: {parts}{_left_alone(result.left_alone)}.{where}")
     if result.summary.capped_until:
         when = result.summary.capped_until.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
         _say(
@@ -362,6 +357,16 @@ def _finish(campaign: Campaign, args: argparse.Namespace, result: RunResult, dry
     if not args.quiet:
         _say(_next_step_hint(campaign, args), file=sys.stderr)
     return EXIT_SOME_FAILED
+
+
+def _left_alone(statuses: Counter[str]) -> str:
+    """The rows the run did not take, by status: the rest of the campaign beside its counts."""
+    total = sum(statuses.values())
+    if not total:
+        return ""
+    named = {"pending": "not attempted"}
+    each = ", ".join(f"{statuses[s]} {named.get(s, s)}" for s in STATUSES if statuses[s])
+    return f"; {total} left alone: {each}"
 
 
 def _say_stopping(signum: int) -> None:
@@ -400,10 +405,21 @@ def _out_of_memory(command: str) -> str:
 
 def _next_step_hint(campaign: Campaign, args: argparse.Namespace) -> str:
     path = args.campaign
+    counts: Counter[str] = Counter()
+    refused = 0  # failed rows the server refused for good (5xx)
     with _open_journal(campaign, args.allow_damaged_journal) as journal:
-        counts = count_statuses(recipient_statuses(campaign, journal))
+        for status in recipient_statuses(campaign, journal):
+            counts[status.status] += 1
+            refused += status.status == "failed" and 500 <= (status.code or 0) < 600
     hints = []
-    if counts["failed"] or counts["deferred"]:
+    if counts["failed"] and counts["failed"] == refused and not counts["deferred"]:
+        # Refused for good: sending again gets the same answer; keeping them out helps.
+        hints.append(
+            f"{counts['failed']} failed, refused for good (5xx): see `batchmail status {path}`; "
+            f"`batchmail status {path} --export-failed FILE` lists the refused addresses "
+            "for recipients.exclude"
+        )
+    elif counts["failed"] or counts["deferred"]:
         hints.append(
             f"{counts['failed']} failed and {counts['deferred']} deferred: see "
             f"`batchmail status {path}`, then `batchmail resend {path}`"

@@ -23,13 +23,13 @@ from batchmail.credentials import resolve_secret
 from batchmail.errors import CampaignChanged, CampaignError, Problem, RunAborted, RunLocked
 from batchmail.fingerprint import campaign_fingerprint, changed_parts, encode
 from batchmail.inputs import refuse_input
-from batchmail.journal import Journal, with_entries
+from batchmail.journal import Journal
 from batchmail.outbox import MANIFEST_NAME, Outbox
 from batchmail.outcomes import ComposedMessage, Envelope, Outcome
 from batchmail.prebuilt import Prebuilt
 from batchmail.private_files import make_private_dir
 from batchmail.recipients import read_recipients
-from batchmail.report import DONE, count_statuses, journal_path, recipient_statuses
+from batchmail.report import DONE, count_statuses, journal_path, recipient_statuses, selection
 from batchmail.runner import Progress, Runner, RunSummary, Selector, select_pending
 from batchmail.smtp import SmtpSession
 from batchmail.stop import StopRequest
@@ -44,6 +44,8 @@ class RunResult:
     capped_by: str = ""
     # Every CSV recipient's status after the run, counted (see report.STATUSES).
     statuses: Counter[str] = dataclasses.field(default_factory=Counter)
+    # Per status, the CSV recipients the run did not take (or found on an exclusion list).
+    left_alone: Counter[str] = dataclasses.field(default_factory=Counter)
 
 
 def dry_run(campaign: Campaign, out_dir: Path | None, progress: Progress | None) -> RunResult:
@@ -55,6 +57,9 @@ def dry_run(campaign: Campaign, out_dir: Path | None, progress: Progress | None)
     directory = out_dir or campaign.state_dir / "outbox"
     refuse_input(campaign, directory / MANIFEST_NAME, "--out")
     outbox = Outbox(directory)
+    if progress is not None:
+        progress = _OneBar(progress)
+        progress.start(selection(campaign, None, lambda entry: True).to_send)
     runner = Runner(
         campaign, [outbox], None, select=lambda entry: True, progress=progress, prebuilt=prebuilt
     )
@@ -81,25 +86,24 @@ def send(
     journal_file = journal_path(campaign)
     with campaign_lock(campaign), Journal.open(journal_file, allow_damaged) as journal:
         _check_fingerprint(campaign, journal, allow_changed)
-        if _anything_selected(campaign, journal, select):
+        chosen = selection(campaign, journal, select)
+        if chosen.to_send:
+            if progress is not None:
+                progress = _OneBar(progress)
+                progress.start(chosen.to_send)  # excluded rows are not attempted: not counted
             with _routes(campaign, debug) as routes:
                 summary, capped_by = _run_accounts(
                     campaign, routes, journal, select, progress, prebuilt, stop
                 )
             where = _where(routes)
         else:
-            # No server is asked for a password or a session it would not be given work in.
+            # No server is asked for a password or a session it would not be given work in
+            # (rows on an exclusion list alone are no work).
             summary, capped_by, where = RunSummary(), "", ""
         counts = count_statuses(recipient_statuses(campaign, journal))
     summary.skipped = summary.skipped or sum(counts.values()) - summary.selected
     all_sent = sum(counts.values()) == sum(counts[status] for status in DONE)
-    return RunResult(summary, all_sent, where, capped_by, counts)
-
-
-def _anything_selected(campaign: Campaign, journal: Journal, select: Selector) -> bool:
-    """Whether a row of the CSV is one the run would send (it stops at the first)."""
-    rows = with_entries(journal, read_recipients(campaign.recipients))
-    return any(select(entry) for _, entry in rows)
+    return RunResult(summary, all_sent, where, capped_by, counts, chosen.left_alone)
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,6 @@ def _run_accounts(
     daily limits stopped the run."""
     several = len(routes) > 1
     every = campaign.smtp_accounts
-    shared = _OneBar(progress) if progress is not None and several else progress
     summaries: list[RunSummary] = []
     capped: list[tuple[SmtpConfig, int, datetime]] = []
     for index, route in enumerate(routes):
@@ -139,7 +142,7 @@ def _run_accounts(
             route.sessions,
             journal,
             select=select,
-            progress=shared,
+            progress=progress,
             accept=accounts.owned_by(every, index) if several else None,
             sent_since=sent_since if several else None,
             prebuilt=prebuilt,
@@ -172,8 +175,8 @@ def _merged(summaries: list[RunSummary]) -> RunSummary:
 
 
 class _OneBar:
-    """Progress for runners one after the other: the first one's ``start`` (the whole run's
-    total) and everything else each reports."""
+    """Progress for runners one after the other: the first ``start`` (the whole run's total,
+    given before any runner starts) and everything else each reports."""
 
     def __init__(self, progress: Progress) -> None:
         self._progress = progress

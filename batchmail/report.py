@@ -74,10 +74,38 @@ def _recipients_with_statuses(
 ) -> Iterator[tuple[Recipient, RecipientStatus]]:
     suppressed = _suppression_test(campaign)
     for recipient, entry in with_entries(journal, read_recipients(campaign.recipients)):
-        status = _status_of(recipient.key, recipient.row_number, entry)
-        if status.status not in ("sent", "unknown") and suppressed(recipient):
-            status = dataclasses.replace(status, status="suppressed")
-        yield recipient, status
+        yield recipient, _status_with(recipient, entry, suppressed)
+
+
+def _status_with(
+    recipient: Recipient, entry: JournalEntry | None, suppressed: Callable[[Recipient], bool]
+) -> RecipientStatus:
+    status = _status_of(recipient.key, recipient.row_number, entry)
+    if status.status not in ("sent", "unknown") and suppressed(recipient):
+        status = dataclasses.replace(status, status="suppressed")
+    return status
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a run or resend that sends the rows ``select`` takes will do, before it starts."""
+
+    to_send: int  # rows selected and on no exclusion list: the messages it will attempt
+    left_alone: Counter[str]  # per status, the rows it does not take or that are excluded
+
+
+def selection(
+    campaign: Campaign, journal: Journal | None, select: Callable[[JournalEntry | None], bool]
+) -> Selection:
+    suppressed = _suppression_test(campaign)
+    to_send = 0
+    left_alone: Counter[str] = Counter()
+    for recipient, entry in with_entries(journal, read_recipients(campaign.recipients)):
+        if select(entry) and not suppressed(recipient):
+            to_send += 1
+        elif not select(entry):
+            left_alone[_status_with(recipient, entry, suppressed).status] += 1
+    return Selection(to_send, left_alone)
 
 
 @contextlib.contextmanager

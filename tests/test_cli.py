@@ -152,8 +152,10 @@ def test_refused_recipients_fail_and_the_rest_are_sent(
     result = batchmail("run", campaign)
 
     assert result.returncode == 1
-    assert "3 sent, 1 failed, 0 deferred, 0 unknown" in result.stdout
-    assert "batchmail resend" in result.stderr
+    assert "this run: 3 sent, 1 failed, 0 deferred, 0 unknown" in result.stdout
+    # Refused for good (550): a resend would get the same answer; the export is the next step.
+    assert f"batchmail status {campaign} --export-failed FILE" in result.stderr
+    assert "batchmail resend" not in result.stderr
     status = status_json(campaign)
     assert status["counts"]["failed"] == 1
     (failed,) = status["recipients"]

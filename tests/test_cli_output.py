@@ -55,7 +55,7 @@ def test_a_run_that_sent_nothing_says_delivered_nowhere(
     result = batchmail("run", campaign)
 
     assert result.returncode == 1
-    assert result.stdout == "test-campaign: 0 sent, 1 failed, 0 deferred, 0 unknown.\n"
+    assert result.stdout == "test-campaign, this run: 0 sent, 1 failed, 0 deferred, 0 unknown.\n"
 
 
 def test_one_of_a_thing_is_said_in_the_singular(

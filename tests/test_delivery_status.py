@@ -55,7 +55,7 @@ def test_nothing_to_send_exits_as_the_statuses_say(
     again = batchmail("run", campaign)
     assert again.returncode == 1
     assert "nothing to send: 1 sent, 1 failed" in again.stdout
-    assert "batchmail resend" in again.stderr and "refused (" not in again.stderr
+    assert "--export-failed FILE" in again.stderr and "refused (" not in again.stderr
 
 
 def test_connection_refused_fails_at_once(tmp_path: Path, closed_port: int) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import csv
 import os
+import pty
 import signal
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 from campaign_files import batchmail, people, status_json, write_campaign
@@ -67,3 +69,114 @@ def test_status_csv_labels_an_excluded_row_suppressed_as_status_does(
         statuses = [row["batchmail_status"] for row in csv.DictReader(handle)]
     assert statuses == ["sent", "suppressed", "sent"]
     assert "  row 2  person2@example.org  suppressed" in batchmail("status", campaign).stdout
+
+
+def append_rows(campaign: Path, rows: list[dict[str, str]]) -> None:
+    with (campaign.parent / "people.csv").open("a", encoding="utf-8") as handle:
+        handle.writelines(f"{r['email']},{r['name']},{r['code']}\n" for r in rows)
+
+
+def test_the_summary_gives_this_run_s_counts_and_what_it_left_alone_by_status(
+    tmp_path: Path, start_smtp_server: StartServer
+) -> None:
+    server = start_smtp_server(GreylistingHandler())  # "refuse" addresses: 550
+    rows = people(4)
+    rows[1]["email"] = "refuse-me@example.org"
+    campaign = excluding(write_campaign(tmp_path, rows, server=server), "person4@example.org")
+    first = batchmail("run", campaign)
+    assert first.stdout.startswith(
+        "test-campaign, this run: 2 sent, 1 failed, 0 deferred, 0 unknown, "
+        "1 suppressed (on an exclusion list). Delivered to"
+    ), first.stdout
+    append_rows(campaign, people(1, start=5))
+
+    resent = batchmail("resend", campaign)
+
+    assert resent.returncode == 1
+    assert resent.stdout == (
+        "test-campaign, this run: 0 sent, 1 failed, 0 deferred, 0 unknown; "
+        "4 left alone: 2 sent, 1 not attempted, 1 suppressed.\n"
+    )
+    # Refused for good: the hint points to the export, not to another resend.
+    assert resent.stderr.splitlines() == [
+        f"1 failed, refused for good (5xx): see `batchmail status {campaign}`; "
+        f"`batchmail status {campaign} --export-failed FILE` lists the refused addresses "
+        "for recipients.exclude",
+        f"1 not attempted yet: `batchmail run {campaign}`",
+    ]
+
+    again = batchmail("run", campaign)
+
+    assert again.stdout.startswith(
+        "test-campaign, this run: 1 sent, 0 failed, 0 deferred, 0 unknown, "
+        "1 suppressed (on an exclusion list); 3 left alone: 2 sent, 1 failed. Delivered to"
+    ), again.stdout
+
+
+def test_the_hint_keeps_resend_while_a_row_is_deferred(
+    tmp_path: Path, start_smtp_server: StartServer
+) -> None:
+    server = start_smtp_server(GreylistingHandler())  # 550 "refuse", 451 "defer" always
+    rows = people(3)
+    rows[0]["email"] = "refuse-me@example.org"
+    rows[1]["email"] = "defer-me@example.org"
+    campaign = write_campaign(tmp_path, rows, server=server, send={"retries": 0})
+
+    result = batchmail("run", campaign)
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"1 failed and 1 deferred: see `batchmail status {campaign}`, "
+        f"then `batchmail resend {campaign}`"
+    ]
+
+
+def test_a_run_with_only_excluded_rows_left_says_nothing_to_send_and_connects_nowhere(
+    tmp_path: Path, start_smtp_server: StartServer
+) -> None:
+    server = start_smtp_server()
+    campaign = excluding(write_campaign(tmp_path, people(2), server=server), "person2@example.org")
+    assert batchmail("run", campaign).returncode == 0
+    connections = server.commands.count("EHLO")
+
+    again = batchmail("run", campaign)
+
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == "test-campaign: nothing to send: 1 sent, 1 suppressed.\n"
+    assert server.commands.count("EHLO") == connections == 1
+
+
+def stderr_on_a_terminal(*args: str | Path) -> str:
+    """Run batchmail with stderr on a pseudo-terminal (so it draws its progress bar)."""
+    master, slave = pty.openpty()
+    termios.tcsetwinsize(slave, (24, 120))  # a new pty is 0 columns wide: the bar would be too
+    process = subprocess.Popen(
+        [sys.executable, "-m", "batchmail", *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
+        stdin=subprocess.DEVNULL,
+    )
+    os.close(slave)
+    written = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal closes when the child exits
+            break
+        if not chunk:
+            break
+        written += chunk
+    assert process.wait(timeout=60) == 0
+    os.close(master)
+    return written.decode("utf-8", "replace")
+
+
+def test_the_progress_bar_counts_only_the_messages_it_will_attempt(
+    tmp_path: Path, start_smtp_server: StartServer
+) -> None:
+    server = start_smtp_server()
+    campaign = excluding(write_campaign(tmp_path, people(3), server=server), "person2@example.org")
+
+    bar = stderr_on_a_terminal("run", campaign)
+
+    assert "100%" in bar and "2/2" in bar and "/3" not in bar, bar
