@@ -132,8 +132,9 @@ class Campaign:
         return self.directory / ".batchmail" / self.name
 
     def where(self, key_path: str) -> str:
-        """Where a key sits, for error messages: ``welcome.yaml, message.subject, line 12``."""
-        line = self.lines.get(key_path)
+        """Where a key sits, for error messages: ``welcome.yaml, message.subject, line 12``;
+        an item of a list (``message.attachments[1]``) gets the list's line."""
+        line = self.lines.get(key_path.partition("[")[0])
         suffix = f", line {line}" if line else ""
         return f"{self.path.name}, {key_path}{suffix}"
 

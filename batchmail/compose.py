@@ -104,8 +104,8 @@ class Composer:
             # The author wrote this path: it may point anywhere, e.g. ../shared/guide.pdf.
             part = read_part(directory / source, Path(source).name)
             if isinstance(part, str):
-                where = campaign.where("message.attachments")
-                problems.append(Problem(where, f"attachment {index + 1} ({source}): {part}"))
+                where = campaign.where(f"message.attachments[{index}]")
+                problems.append(Problem(where, f"{source}: {part}"))
             else:
                 static[index] = part
         if problems:
@@ -240,8 +240,9 @@ class Composer:
         where = f"{row}, message.attachments[{index}]"
         root, variables = self._attachment_roots[index]
         columns = [name for name in variables if name in fields]
-        named = f", column{'s' * (len(columns) > 1)} {', '.join(columns)}" if columns else ""
-        label = f"attachment {index + 1} ({source}{named})"
+        named = f"column{'s' * (len(columns) > 1)} {', '.join(columns)}" if columns else ""
+        # The key path's 0-based index names the entry: no second, 1-based number beside it.
+        label = f"{source}{f' ({named})' if named else ''}"
         path = confined_path(self._campaign.directory, rendered, root, self._protected)
         part = path if isinstance(path, str) else read_part(path, Path(rendered).name)
         if isinstance(part, str):

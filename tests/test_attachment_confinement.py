@@ -36,8 +36,7 @@ def refused(campaign: Path, reason: str, pattern: str = "files/{{ file }}") -> N
         assert result.returncode == 2, result.stderr
         assert "Traceback" not in result.stderr
         assert result.stderr.splitlines()[1:] == [
-            f"  people.csv, row 2, message.attachments[0]: attachment 1 ({pattern}, "
-            f"column file): {reason}"
+            f"  people.csv, row 2, message.attachments[0]: {pattern} (column file): {reason}"
         ]
         assert not out.exists() or not list(out.glob("*.eml"))
 

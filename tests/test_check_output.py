@@ -67,8 +67,8 @@ def test_a_dry_run_tells_the_same_rows_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.splitlines()[0] == "batchmail: 10 problems, nothing was sent:"
     assert problem_lines(result.stderr) == [
-        "people.csv, rows 11-20 (10 rows), message.attachments[0]: attachment 1 "
-        "(files/{{ invoice_id }}, column invoice_id): 'files/../people.csv' leaves the "
+        "people.csv, rows 11-20 (10 rows), message.attachments[0]: "
+        "files/{{ invoice_id }} (column invoice_id): 'files/../people.csv' leaves the "
         f"directory {tmp_path / 'files'}/"
     ]
     assert not list(tmp_path.rglob("*.eml"))
@@ -112,3 +112,28 @@ def test_different_problems_on_many_rows_print_a_screenful(tmp_path: Path) -> No
     assert lines[-1] == (
         "... and 100 more problems on 100 rows, not shown: fix the ones above and check again"
     )
+
+
+def test_a_missing_attachment_is_named_by_its_key_path_alone(tmp_path: Path) -> None:
+    """One numbering: the 0-based index of message.attachments[1], no 1-based one beside."""
+    rows = invoices(3)
+    campaign = write_campaign(
+        tmp_path,
+        rows,
+        smtp="embedded",
+        message={"attachments": ["guide.txt", "files/{{ invoice_id }}"]},
+        text="Hi {{ name }}\n",
+        html=None,
+    )
+    (tmp_path / "guide.txt").write_text("the guide\n")
+    (tmp_path / "files").mkdir()
+    for row in rows[:2]:
+        (tmp_path / "files" / row["invoice_id"]).write_bytes(b"%PDF-1.4")
+
+    result = batchmail("check", campaign)
+
+    assert result.returncode == 2
+    assert problem_lines(result.stderr) == [
+        "people.csv, row 3, message.attachments[1]: files/{{ invoice_id }} (column "
+        f"invoice_id): file not found: {tmp_path / 'files' / 'INV-0003'}"
+    ]

@@ -295,7 +295,7 @@ def test_a_missing_static_attachment_is_refused_before_any_row(directory: Path) 
     with pytest.raises(CampaignError) as caught:
         Composer.prepare(campaign, Renderer.compile(campaign))
     assert str(caught.value) == (
-        "welcome.yaml, message.attachments: attachment 1 (files/guide.pdf): "
+        "welcome.yaml, message.attachments[0]: files/guide.pdf: "
         f"file not found: {directory / 'files/guide.pdf'}"
     )
 
@@ -304,7 +304,7 @@ def test_a_missing_templated_attachment_names_row_index_and_path(directory: Path
     campaign = make_campaign(directory, attachments=("invoices/{{ code }}.pdf",))
     assert problems(campaign, row(9, code="A7")) == [
         "welcome.csv, row 9, message.attachments[0]: "
-        "attachment 1 (invoices/{{ code }}.pdf, column code): "
+        "invoices/{{ code }}.pdf (column code): "
         f"file not found: {directory / 'invoices/A7.pdf'}"
     ]
 
@@ -326,7 +326,9 @@ def test_templated_attachment_paths_are_confined(
     (tmp_path / "secret.txt").write_text("secret")
     campaign = make_campaign(directory, attachments=("{{ file }}",))
     (problem,) = problems(campaign, row(4, file=value))
-    assert problem.startswith("welcome.csv, row 4, message.attachments[0]: attachment 1 ")
+    assert problem.startswith(
+        "welcome.csv, row 4, message.attachments[0]: {{ file }} (column file): "
+    )
     assert message in problem
 
 
