@@ -111,7 +111,6 @@ def test_a_date_header_made_once_a_second_is_the_email_packages(moment: datetime
     assert email_date(moment) == email_date(moment) == email.utils.format_datetime(moment)
 
 
-
 def test_the_budget_counts_what_the_kept_messages_hold_in_memory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -26,7 +26,7 @@ def _status(key: str, status: str, code: int | None = None, reply: str = "") -> 
         [_status("sent@example.org", "sent")],  # sent, partly refused: not in the JSON list
         [_status("a@example.org", "pending")],
         [
-            _status("Zoë\n\"q\"@example.org", "failed", 550, "no such user\n\x1b[2J"),
+            _status('Zoë\n"q"@example.org', "failed", 550, "no such user\n\x1b[2J"),
             _status("b@example.org", "sent"),
             _status("c@example.org", "deferred", 451, "try later"),
         ],
